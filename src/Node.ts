@@ -1,0 +1,149 @@
+/**
+ * Nodes: what a node receives (its context), what it may return (an update or a command), and
+ * the policy the runtime applies around it (timeout, retries, circuit breaker, budget).
+ */
+import { Duration, Schedule, Schema } from "effect"
+import type { Effect } from "effect"
+import type { BudgetExceededError } from "./Errors.js"
+
+/** A human's answer to an interrupt (or a breakpoint); `timeout` is what an expired wait receives. */
+export const HumanResponse = Schema.Union(
+  Schema.TaggedStruct("approve", { value: Schema.optional(Schema.Unknown) }),
+  Schema.TaggedStruct("reject", { reason: Schema.optional(Schema.String) }),
+  Schema.TaggedStruct("edit", { update: Schema.Record({ key: Schema.String, value: Schema.Unknown }) }),
+  Schema.TaggedStruct("timeout", {})
+)
+/** A human's answer to an interrupt (or a breakpoint). */
+export type HumanResponse = typeof HumanResponse.Type
+
+/**
+ * The signal a node fails with when it asks for a human: the runtime catches it, parks the
+ * run as `waiting`, and re-runs the node with the response when one arrives.
+ */
+export class NodeInterrupt {
+  readonly _tag = "NodeInterrupt"
+  constructor(readonly payload: unknown, readonly timeoutMillis: number | undefined) {}
+}
+
+/** What a node may spend, reported after a model call or reserved before one. */
+export interface Spending {
+  readonly tokens?: number
+  readonly usd?: number
+}
+
+/** A model call's usage, recorded into the run's budget (and emitted as a `ModelCalled` event). */
+export interface ModelUsage {
+  readonly model: string
+  readonly inputTokens: number
+  readonly outputTokens: number
+  readonly usd: number
+}
+
+/** The view a node has of its run. */
+export interface NodeContext<S, I = undefined> {
+  /** The state snapshot of this step (only the declared `reads`, when declared). */
+  readonly state: S
+  /** The fan-out item this instance handles (undefined for a plain node). */
+  readonly input: I
+  readonly runId: string
+  readonly graphId: string
+  readonly node: string
+  /** The fan-out index (0 for a plain node). */
+  readonly index: number
+  readonly step: number
+  /** 1 on the first attempt, then 2, 3, … on retries. */
+  readonly attempt: number
+  /** The same on every attempt of this node instance in this step: hand it to side effects. */
+  readonly idempotencyKey: string
+  /** Records a custom event in the run's event log. */
+  readonly emit: (name: string, data?: unknown) => Effect.Effect<void>
+  /**
+   * Asks a human: the first time, the run parks as `waiting` with `payload`; when a response
+   * arrives the node runs again and this returns it. An expired `timeout` returns `{ _tag: "timeout" }`.
+   */
+  readonly interrupt: (
+    payload: unknown,
+    options?: { readonly timeout?: Duration.DurationInput }
+  ) => Effect.Effect<HumanResponse, NodeInterrupt>
+  /** Reserves spending before a model call; fails when the run's or the node's budget cannot cover it. */
+  readonly reserve: (estimate: Spending) => Effect.Effect<void, BudgetExceededError>
+  /** Records a model call's actual usage against the budgets and releases the reservation. */
+  readonly recordUsage: (usage: ModelUsage) => Effect.Effect<void>
+}
+
+const CommandTypeId: unique symbol = Symbol.for("fibergraph/Command")
+
+/** One fan-out instance: run `node` with `input`. */
+export interface Send {
+  readonly node: string
+  readonly input: unknown
+}
+
+/** A node's explicit routing: an update plus where to go next, overriding the node's edges. */
+export interface Command<U> {
+  readonly [CommandTypeId]: typeof CommandTypeId
+  readonly update: U | undefined
+  readonly goto: ReadonlyArray<string>
+  readonly send: ReadonlyArray<Send>
+}
+
+/** Whether a node's result is a command. */
+export const isCommand = (u: unknown): u is Command<unknown> =>
+  typeof u === "object" && u !== null && CommandTypeId in u
+
+/** Go to `targets` next (declare them in the node's `goto`), applying `update`. */
+export const goto = <U>(targets: string | ReadonlyArray<string>, update?: U): Command<U> => ({
+  [CommandTypeId]: CommandTypeId,
+  update,
+  goto: typeof targets === "string" ? [targets] : targets,
+  send: []
+})
+
+/** Run one instance of a node per item next (declare the node in `goto`), applying `update`. */
+export const send = <U>(sends: ReadonlyArray<Send>, update?: U): Command<U> => ({
+  [CommandTypeId]: CommandTypeId,
+  update,
+  goto: [],
+  send: sends
+})
+
+/** What a node returns: a partial update of the keys it writes, or a command. */
+export type NodeResult<U> = U | Command<U>
+
+/** Retries with exponential backoff, jitter and a cap. */
+export interface RetryPolicy {
+  /** Attempts in all, including the first (default 3). */
+  readonly maxAttempts?: number
+  readonly initialDelay?: Duration.DurationInput
+  readonly maxDelay?: Duration.DurationInput
+  readonly factor?: number
+  /** Full jitter on each delay (default true). */
+  readonly jitter?: boolean
+}
+
+/** A circuit breaker shared by every run of the process for this graph and node. */
+export interface BreakerPolicy {
+  /** Consecutive failures that open the circuit (default 5). */
+  readonly failureThreshold?: number
+  /** How long the circuit stays open before one probe is let through (default 30 s). */
+  readonly resetAfter?: Duration.DurationInput
+}
+
+/** The policy applied around each attempt of a node. */
+export interface NodePolicy {
+  readonly timeout?: Duration.DurationInput
+  readonly retry?: RetryPolicy
+  /** Which failures are worth another attempt (default: every typed failure the runtime does not mark final). */
+  readonly retryOn?: (error: unknown) => boolean
+  readonly breaker?: BreakerPolicy
+}
+
+/** The retry schedule of a policy: exponential, optionally jittered, capped, bounded. */
+export const retrySchedule = (policy: RetryPolicy): Schedule.Schedule<unknown, unknown> => {
+  const cap = Duration.toMillis(policy.maxDelay ?? "10 seconds")
+  const base = Schedule.exponential(policy.initialDelay ?? "100 millis", policy.factor ?? 2).pipe(
+    Schedule.modifyDelay((d) => Duration.millis(Math.min(Duration.toMillis(d), cap)))
+  )
+  const shaped = policy.jitter === false ? base : Schedule.jitteredWith(base, { min: 0, max: 1 })
+  return Schedule.intersect(shaped, Schedule.recurs(Math.max(0, (policy.maxAttempts ?? 3) - 1)))
+}

@@ -1,0 +1,13 @@
+/**
+ * fibergraph: a durable graph runtime for LLM agents and workflows, built on Effect 3.
+ */
+export * as CircuitBreaker from "./CircuitBreaker.js"
+export * as Errors from "./Errors.js"
+export * as Events from "./Events.js"
+export * as Graph from "./Graph.js"
+export * as Node from "./Node.js"
+export * as Runner from "./Runner.js"
+export * as State from "./State.js"
+export * as EventSink from "./services/EventSink.js"
+export * as RunStore from "./services/RunStore.js"
+export * as RunStoreMemory from "./layers/memory/RunStoreMemory.js"
