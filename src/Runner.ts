@@ -229,7 +229,9 @@ export const make = (options: Options = {}) =>
         const spec = graph.nodes.get(node)?.budget
         return spec === undefined ? undefined : budgetOf(spec)
       }),
-      prefix: ""
+      prefix: "",
+      scope: "",
+      resumeSource: undefined
     })
 
     /** A commit whose only failure a caller can act on is a lost claim; anything else is a defect. */

@@ -45,7 +45,7 @@ export interface Channel<A, I = A> {
 /** Declares a state key: a schema, and optionally a reducer (default: last value) and an initial value. */
 export const channel = <A, I>(
   schema: Schema.Schema<A, I>,
-  options?: { readonly reducer?: Reducer<A>; readonly initial?: () => A }
+  options?: { readonly reducer?: Reducer<NoInfer<A>>; readonly initial?: () => NoInfer<A> }
 ): Channel<A, I> => ({
   schema,
   reducer: options?.reducer ?? lastValue<A>(),

@@ -62,8 +62,7 @@ export const commit = (
       error: options.error === undefined ? null : { tag: options.error.tag, message: options.error.message },
       at
     }).pipe(
-      Effect.tap((r) => deps.onCommit(r, options.pos)),
-      Effect.uninterruptible,
+      Effect.onExit((exit) => exit._tag === "Success" ? Effect.sync(() => deps.onCommit(exit.value, options.pos)) : Effect.void),
       Effect.tap(() => deps.publish(events))
     )
   })

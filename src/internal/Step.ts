@@ -51,6 +51,22 @@ export interface Env {
   readonly spend: SpendTracker
   /** Prefix of node names in events (a subgraph's nodes appear as `parent/child`). */
   readonly prefix: string
+  /** Prefix of the step in idempotency keys (a subgraph's steps nest in its parent's). */
+  readonly scope: string
+  /** Where `interrupt` takes responses from, when a subgraph inherits its parent node's. */
+  readonly resumeSource: (() => HumanResponse | undefined) | undefined
+}
+
+/** What a node context carries for built-in node kinds (subgraphs) that run steps themselves. */
+export const InternalContext: unique symbol = Symbol.for("fibergraph/InternalContext")
+
+/** The internals behind a node context. */
+export interface Internals {
+  readonly env: Env
+  readonly step: number
+  readonly stamp: Stamp
+  readonly events: Array<Draft>
+  readonly nextResume: () => HumanResponse | undefined
 }
 
 /** The position a step starts from. */
@@ -222,15 +238,17 @@ const runEntry = (
   const waiting = pos.interrupts.find((i) => i.kind === "node" && i.node === entry.node && i.index === entry.index)
   const resumes = waiting?.resumes ?? []
   const snapshot = project(pos.state, node.reads)
-  const idempotencyKey = `${env.runId}/${pos.step}/${name}/${entry.index}`
+  const idempotencyKey = `${env.runId}/${env.scope}${pos.step}/${name}/${entry.index}`
   const policy = node.policy
   const retryable = policy.retryOn ?? defaultRetryable
   const timeoutMillis = policy.timeout === undefined ? undefined : Duration.toMillis(policy.timeout)
 
-  const makeContext = (attempt: number): NodeContext<Record<string, unknown>, unknown> => {
+  const makeContext = (attempt: number): NodeContext<Record<string, unknown>, unknown> & { [InternalContext]: Internals } => {
     let interruptCalls = 0
+    const nextResume = env.resumeSource ?? (() => resumes[interruptCalls++])
     const outstanding = { tokens: 0, usd: 0 }
     return {
+      [InternalContext]: { env, step: pos.step, stamp, events, nextResume },
       state: snapshot,
       input: entry.input,
       runId: env.runId,
@@ -246,7 +264,7 @@ const runEntry = (
         }),
       interrupt: (payload, options) =>
         Effect.suspend(() => {
-          const response = resumes[interruptCalls++]
+          const response = nextResume()
           if (response !== undefined) return Effect.succeed(response)
           return Effect.fail(
             new NodeInterrupt(payload, options?.timeout === undefined ? undefined : Duration.toMillis(options.timeout))
