@@ -2,8 +2,7 @@
  * Nodes: what a node receives (its context), what it may return (an update or a command), and
  * the policy the runtime applies around it (timeout, retries, circuit breaker, budget).
  */
-import { Duration, Schedule, Schema } from "effect"
-import type { Effect } from "effect"
+import { Duration, Effect, Schedule, Schema } from "effect"
 import type { BudgetExceededError } from "./Errors.js"
 
 /** A human's answer to an interrupt (or a breakpoint); `timeout` is what an expired wait receives. */
@@ -147,3 +146,30 @@ export const retrySchedule = (policy: RetryPolicy): Schedule.Schedule<unknown, u
   const shaped = policy.jitter === false ? base : Schedule.jitteredWith(base, { min: 0, max: 1 })
   return Schedule.intersect(shaped, Schedule.recurs(Math.max(0, (policy.maxAttempts ?? 3) - 1)))
 }
+
+/** The decision an approval node records. */
+export type Decision = "approved" | "rejected" | "edited" | "timed_out"
+
+/**
+ * A built-in approval step: parks the run with `payload(state)` until a human answers (or the
+ * optional `timeout` passes) and records the decision under `key` for a conditional edge to read.
+ * An `edit` response's state updates are applied before the decision is recorded.
+ */
+export const approval = <S, K extends string>(options: {
+  readonly key: K
+  readonly payload: (state: S) => unknown
+  readonly timeout?: Duration.DurationInput
+}) =>
+(ctx: NodeContext<S, unknown>): Effect.Effect<{ readonly [P in K]: Decision }, NodeInterrupt> =>
+  ctx.interrupt(options.payload(ctx.state), options.timeout === undefined ? undefined : { timeout: options.timeout }).pipe(
+    Effect.map((response) => {
+      const decision: Decision = response._tag === "approve"
+        ? "approved"
+        : response._tag === "reject"
+        ? "rejected"
+        : response._tag === "edit"
+        ? "edited"
+        : "timed_out"
+      return { [options.key]: decision } as { readonly [P in K]: Decision }
+    })
+  )
