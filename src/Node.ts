@@ -91,7 +91,7 @@ export const isCommand = (u: unknown): u is Command<unknown> =>
   typeof u === "object" && u !== null && CommandTypeId in u
 
 /** Go to `targets` next (declare them in the node's `goto`), applying `update`. */
-export const goto = <U>(targets: string | ReadonlyArray<string>, update?: U): Command<U> => ({
+export const goto = <U = never>(targets: string | ReadonlyArray<string>, update?: U): Command<U> => ({
   [CommandTypeId]: CommandTypeId,
   update,
   goto: typeof targets === "string" ? [targets] : targets,
@@ -99,7 +99,7 @@ export const goto = <U>(targets: string | ReadonlyArray<string>, update?: U): Co
 })
 
 /** Run one instance of a node per item next (declare the node in `goto`), applying `update`. */
-export const send = <U>(sends: ReadonlyArray<Send>, update?: U): Command<U> => ({
+export const send = <U = never>(sends: ReadonlyArray<Send>, update?: U): Command<U> => ({
   [CommandTypeId]: CommandTypeId,
   update,
   goto: [],

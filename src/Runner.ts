@@ -21,6 +21,7 @@ import {
 } from "effect"
 import { CircuitBreakers } from "./CircuitBreaker.js"
 import {
+  DeadlineExceededError,
   type EventLogCorruptionError,
   GraphMismatchError,
   InputValidationError,
@@ -154,6 +155,8 @@ type Message =
 
 interface Actor {
   readonly mailbox: Queue.Queue<Message>
+  /** Callers of `result` waiting for the run to settle (wait or end) or the actor to stop. */
+  readonly waiters: Array<Deferred.Deferred<void>>
 }
 
 const Gone = { _tag: "ActorGone" } as const
@@ -176,26 +179,47 @@ export const make = (options: Options = {}) =>
     const actors = new Map<string, Actor>()
     const hubs = new Map<string, PubSub.PubSub<Signal>>()
 
-    const publish = (runId: string) => (events: ReadonlyArray<RunEvent>): Effect.Effect<void> => {
-      const hub = hubs.get(runId)
-      const live = hub === undefined ? Effect.void : PubSub.publishAll(hub, events)
-      if (Option.isNone(sink)) return live
-      return Effect.zipRight(
-        live,
-        sink.value.write(events).pipe(
-          Effect.catchAllCause((cause) => Effect.logWarning("event sink failed", cause))
-        )
+    const sinkQueue = Option.isNone(sink) ? undefined : yield* Queue.unbounded<ReadonlyArray<RunEvent>>()
+    const sinkState = { pending: 0, idle: undefined as Deferred.Deferred<void> | undefined }
+    if (sinkQueue !== undefined && Option.isSome(sink)) {
+      yield* Queue.take(sinkQueue).pipe(
+        Effect.flatMap((events) => sink.value.write(events)),
+        Effect.catchAllCause((cause) => Effect.logWarning("event sink failed", cause)),
+        Effect.ensuring(Effect.suspend(() => {
+          sinkState.pending--
+          const idle = sinkState.idle
+          return sinkState.pending === 0 && idle !== undefined ? Deferred.succeed(idle, undefined) : Effect.void
+        })),
+        Effect.forever,
+        Effect.forkScoped
+      )
+      yield* Effect.addFinalizer(() =>
+        Effect.gen(function*() {
+          if (sinkState.pending === 0) return
+          const idle = yield* Deferred.make<void>()
+          sinkState.idle = idle
+          yield* Deferred.await(idle).pipe(Effect.timeout("10 seconds"), Effect.ignore)
+        })
       )
     }
 
-    const hubFor = (runId: string) => {
-      let hub = hubs.get(runId)
-      if (hub === undefined) {
-        hub = Effect.runSync(PubSub.unbounded<Signal>())
-        hubs.set(runId, hub)
-      }
-      return hub
-    }
+    /** Hands committed events to live subscribers and, in order, to the sink (written by a background fiber). */
+    const publish = (runId: string) => (events: ReadonlyArray<RunEvent>): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const hub = hubs.get(runId)
+        const live = hub === undefined ? Effect.void : PubSub.publishAll(hub, events)
+        if (sinkQueue === undefined) return live
+        sinkState.pending++
+        return Effect.zipRight(live, Queue.offer(sinkQueue, events))
+      })
+
+    const hubFor = (runId: string) =>
+      Effect.suspend(() => {
+        const hub = hubs.get(runId)
+        return hub !== undefined
+          ? Effect.succeed(hub)
+          : Effect.tap(PubSub.unbounded<Signal>(), (created) => Effect.sync(() => hubs.set(runId, created)))
+      })
 
     const checkGraph = (graph: CompiledGraph, run: RunRecord) =>
       run.graphId === graph.id && run.graphHash === graph.hash
@@ -259,7 +283,12 @@ export const make = (options: Options = {}) =>
             if (pos !== undefined) latest.pos = pos
           }
         }
-        actors.set(runId, { mailbox })
+        const actor: Actor = { mailbox, waiters: [] }
+        const wake = Effect.suspend(() => {
+          const waiters = actor.waiters.splice(0)
+          return Effect.forEach(waiters, (w) => Deferred.succeed(w, undefined), { discard: true })
+        })
+        actors.set(runId, actor)
 
         const body = Effect.gen(function*() {
           let loop: Fiber.RuntimeFiber<void> | undefined
@@ -275,7 +304,9 @@ export const make = (options: Options = {}) =>
               )
             })
           const armTimer = Effect.gen(function*() {
-            const until = latest.run.waitUntil
+            const { waitUntil } = latest.run
+            const { deadline } = latest.run.config
+            const until = waitUntil === null ? deadline : deadline === null ? waitUntil : Math.min(waitUntil, deadline)
             if (until === null) return
             if (timer !== undefined) yield* Fiber.interrupt(timer)
             timer = yield* Effect.fork(
@@ -291,7 +322,7 @@ export const make = (options: Options = {}) =>
               if (run.status !== "waiting") {
                 return yield* Effect.fail(new RunStatusError({ runId, status: run.status, expected: "waiting" }))
               }
-              const awaiting = (i: Interrupt) => i.kind !== "before" || i.resumes.length === 0
+              const awaiting = (i: Interrupt) => !i.answered
               const targeted = (i: Interrupt) =>
                 awaiting(i) &&
                 (target?.node === undefined || target.node === i.node) &&
@@ -320,7 +351,7 @@ export const make = (options: Options = {}) =>
                 ...latest.pos,
                 state,
                 interrupts: interrupts.flatMap((i) =>
-                  !targeted(i) ? [i] : i.kind === "after" ? [] : [{ ...i, resumes: [...i.resumes, response] }]
+                  !targeted(i) ? [i] : i.kind === "after" ? [] : [{ ...i, resumes: [...i.resumes, response], answered: true }]
                 )
               }
               const stillWaiting = interrupts.some((i) => awaiting(i) && !targeted(i))
@@ -360,13 +391,27 @@ export const make = (options: Options = {}) =>
                   return yield* Effect.failCause(message.exit.cause)
                 }
                 if (terminalStatuses.has(latest.run.status)) return
+                yield* wake
                 yield* armTimer
                 break
               }
               case "WaitTimeout": {
                 const now = yield* Clock.currentTimeMillis
+                if (latest.run.status !== "waiting") break
+                const deadline = latest.run.config.deadline
+                if (deadline !== null && deadline <= now) {
+                  const error = new DeadlineExceededError({ runId, deadline })
+                  const stamp = stampFor(env, latest.pos.step)
+                  yield* Effect.ignore(fenced(deps, latest.run, {
+                    status: "timed_out",
+                    events: [stamp({ _tag: "RunTimedOut", deadline })],
+                    pos: undefined,
+                    error: { tag: error._tag, message: error.message, error }
+                  }))
+                  return
+                }
                 const until = latest.run.waitUntil
-                if (latest.run.status !== "waiting" || until === null || until > now) break
+                if (until === null || until > now) break
                 const outcome = yield* Effect.either(accept({ _tag: "timeout" }, undefined))
                 if (outcome._tag === "Left") {
                   if (outcome.left instanceof StaleClaimError) return
@@ -415,24 +460,24 @@ export const make = (options: Options = {}) =>
             actors.delete(runId)
             const hub = hubs.get(runId)
             hubs.delete(runId)
-            return Effect.zipRight(
+            return Effect.all([
               hub === undefined ? Effect.void : PubSub.publish(hub, Gone),
-              Queue.shutdown(mailbox)
-            )
+              Queue.shutdown(mailbox),
+              wake
+            ], { discard: true })
           })),
           Effect.catchAllCause((cause) =>
             Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError(`run ${runId}: actor failed`, cause)
           ),
           Effect.provide(context)
         ) as Effect.Effect<void>
-        hubFor(runId)
         yield* FiberMap.run(fibers, runId, body)
       })
 
     const events = (runId: string, afterSeq = 0): Stream.Stream<RunEvent, RunNotFoundError | EventLogCorruptionError> =>
       Stream.unwrapScoped(Effect.gen(function*() {
         const local = actors.has(runId)
-        const hub = local ? hubFor(runId) : undefined
+        const hub = local ? yield* hubFor(runId) : undefined
         const live = hub === undefined ? undefined : yield* PubSub.subscribe(hub)
         const history = yield* store.events(runId, afterSeq)
         const last = history.length === 0 ? afterSeq : history[history.length - 1]!.seq
@@ -466,11 +511,12 @@ export const make = (options: Options = {}) =>
     const result = <S>(graph: CompiledGraph, runId: string) =>
       Effect.gen(function*() {
         const run = yield* store.get(runId)
-        if (!settled(run.status) && actors.has(runId)) {
-          yield* events(runId, run.lastSeq).pipe(
-            Stream.takeUntil((e) => isTerminal(e) || e._tag === "RunWaiting"),
-            Stream.runDrain
-          )
+        const actor = actors.get(runId)
+        if (!settled(run.status) && actor !== undefined) {
+          const waiter = yield* Deferred.make<void>()
+          actor.waiters.push(waiter)
+          const now = yield* store.get(runId)
+          if (!settled(now.status)) yield* Deferred.await(waiter)
         }
         return yield* resultOf<S>(graph, runId)
       })

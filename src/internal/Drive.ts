@@ -16,7 +16,7 @@ export interface Deps {
   readonly store: RunStore["Type"]
   readonly epoch: number
   readonly publish: (events: ReadonlyArray<RunEvent>) => Effect.Effect<void>
-  /** Told of every successful commit, before anything else can interrupt. */
+  /** Told of every successful commit, before anything else can interrupt; `publish` follows, also uninterrupted. */
   readonly onCommit: (run: RunRecord, pos: Position | undefined) => void
 }
 
@@ -29,8 +29,14 @@ export interface Settled {
 type CommitError = Effect.Effect.Error<ReturnType<RunStore["Type"]["commit"]>>
 
 /** Builds the stamp of a step: drafts carry run id, step and time; sequences come at commit. */
-export const stampFor = (env: Env, step: number): Stamp => (body) =>
-  ({ ...body, runId: env.runId, seq: 0, step, at: env.clock.unsafeCurrentTimeMillis() }) as unknown as Draft
+export const stampFor = (env: Env, step: number): Stamp => (body) => {
+  const draft = body as unknown as Draft & { runId: string; step: number; at: number }
+  draft.runId = env.runId
+  draft.seq = 0
+  draft.step = step
+  draft.at = env.clock.unsafeCurrentTimeMillis()
+  return draft
+}
 
 /** Commits drafts (stamping sequences) with a new status and, optionally, a new position. */
 export const commit = (
@@ -62,8 +68,11 @@ export const commit = (
       error: options.error === undefined ? null : { tag: options.error.tag, message: options.error.message },
       at
     }).pipe(
-      Effect.onExit((exit) => exit._tag === "Success" ? Effect.sync(() => deps.onCommit(exit.value, options.pos)) : Effect.void),
-      Effect.tap(() => deps.publish(events))
+      Effect.onExit((exit) =>
+        exit._tag === "Success"
+          ? Effect.zipRight(Effect.sync(() => deps.onCommit(exit.value, options.pos)), deps.publish(events))
+          : Effect.void
+      )
     )
   })
 
@@ -96,6 +105,7 @@ const budgetEvents = (
     }
   }
   const budget = env.config.budget
+  if (after === before) return { events, exceeded }
   check("run", "tokens", budget.tokens, before.total.tokens, after.total.tokens)
   check("run", "usd", budget.usd, before.total.usd, after.total.usd)
   for (const node of Object.keys(after.byNode)) {
@@ -136,7 +146,7 @@ export const drive = (deps: Deps, start: RunRecord, startPos: Position): Effect.
         : [stamp({ _tag: "StepStarted", nodes: pos.frontier.map((e) => e.node) })]
 
       if (config.interruptBefore.length > 0) {
-        const answered = new Set(pos.interrupts.filter((i) => i.kind === "before" && i.resumes.length > 0).map((i) => i.node))
+        const answered = new Set(pos.interrupts.filter((i) => i.kind === "before" && i.answered).map((i) => i.node))
         const stops = [...new Set(pos.frontier.map((e) => e.node))].filter((n) =>
           config.interruptBefore.includes(n) && !answered.has(n)
         )
@@ -146,7 +156,8 @@ export const drive = (deps: Deps, start: RunRecord, startPos: Position): Effect.
             node,
             index: 0,
             payload: { breakpoint: "before", node },
-            resumes: []
+            resumes: [],
+            answered: false
           }))
           for (const i of interrupts) {
             events.push(stamp({ _tag: "NodeInterrupted", node: i.node, index: 0, kind: "before", payload: i.payload }))
@@ -206,7 +217,8 @@ export const drive = (deps: Deps, start: RunRecord, startPos: Position): Effect.
                 node,
                 index: 0,
                 payload: { breakpoint: "after", node },
-                resumes: []
+                resumes: [],
+            answered: false
               }))
               for (const i of interrupts) {
                 events.push(stamp({ _tag: "NodeInterrupted", node: i.node, index: 0, kind: "after", payload: i.payload }))

@@ -225,6 +225,106 @@ const project = (state: Record<string, unknown>, reads: ReadonlyArray<string> | 
   return view
 }
 
+/** What the attempts of one node instance share. */
+interface EntryScope {
+  readonly env: Env
+  readonly entry: Entry
+  readonly name: string
+  readonly step: number
+  readonly snapshot: Record<string, unknown>
+  readonly idempotencyKey: string
+  readonly stamp: Stamp
+  readonly events: Array<Draft>
+  readonly nextResume: () => HumanResponse | undefined
+  interruptCalls: number
+}
+
+/** The context of one attempt; its methods are created on first use, so an attempt that needs none allocates none. */
+class AttemptContext implements NodeContext<Record<string, unknown>, unknown> {
+  private outstanding = { tokens: 0, usd: 0 }
+  constructor(private readonly scope: EntryScope, readonly attempt: number) {}
+  get [InternalContext](): Internals {
+    const { env, events, nextResume, stamp, step } = this.scope
+    return { env, step, stamp, events, nextResume }
+  }
+  get state() {
+    return this.scope.snapshot
+  }
+  get input() {
+    return this.scope.entry.input
+  }
+  get runId() {
+    return this.scope.env.runId
+  }
+  get graphId() {
+    return this.scope.env.graph.id
+  }
+  get node() {
+    return this.scope.entry.node
+  }
+  get index() {
+    return this.scope.entry.index
+  }
+  get step() {
+    return this.scope.step
+  }
+  get idempotencyKey() {
+    return this.scope.idempotencyKey
+  }
+  get emit() {
+    const { entry, events, name, stamp } = this.scope
+    return (eventName: string, data?: unknown) =>
+      Effect.sync(() => {
+        events.push(stamp({ _tag: "Custom", node: name, index: entry.index, name: eventName, data: data ?? null }))
+      })
+  }
+  get interrupt() {
+    const scope = this.scope
+    return (payload: unknown, options?: { readonly timeout?: Duration.DurationInput }) =>
+      Effect.suspend(() => {
+        const response = scope.nextResume()
+        if (response !== undefined) return Effect.succeed(response)
+        return Effect.fail(
+          new NodeInterrupt(payload, options?.timeout === undefined ? undefined : Duration.toMillis(options.timeout))
+        )
+      })
+  }
+  get reserve() {
+    const { entry, env } = this.scope
+    return (estimate: Spending) =>
+      Effect.suspend(() => {
+        const error = env.spend.reserve(env.prefix + entry.node, estimate)
+        if (error !== undefined) return Effect.fail(error)
+        this.outstanding.tokens += estimate.tokens ?? 0
+        this.outstanding.usd += estimate.usd ?? 0
+        return Effect.void
+      })
+  }
+  get recordUsage() {
+    const { entry, env, events, name, stamp } = this.scope
+    return (usage: ModelUsage) =>
+      Effect.sync(() => {
+        this.releaseReservation()
+        env.spend.record(env.prefix + entry.node, usage.inputTokens + usage.outputTokens, usage.usd)
+        events.push(stamp({
+          _tag: "ModelCalled",
+          node: name,
+          index: entry.index,
+          model: usage.model,
+          inputTokens: usage.inputTokens,
+          outputTokens: usage.outputTokens,
+          usd: usage.usd
+        }))
+      })
+  }
+  /** Gives back what this attempt reserved and did not record (a failed or finished attempt). */
+  releaseReservation() {
+    if (this.outstanding.tokens === 0 && this.outstanding.usd === 0) return
+    this.scope.env.spend.release(this.outstanding)
+    this.outstanding = { tokens: 0, usd: 0 }
+  }
+}
+
 const runEntry = (
   env: Env,
   pos: Position,
@@ -243,63 +343,24 @@ const runEntry = (
   const retryable = policy.retryOn ?? defaultRetryable
   const timeoutMillis = policy.timeout === undefined ? undefined : Duration.toMillis(policy.timeout)
 
-  const makeContext = (attempt: number): NodeContext<Record<string, unknown>, unknown> & { [InternalContext]: Internals } => {
-    let interruptCalls = 0
-    const nextResume = env.resumeSource ?? (() => resumes[interruptCalls++])
-    const outstanding = { tokens: 0, usd: 0 }
-    return {
-      [InternalContext]: { env, step: pos.step, stamp, events, nextResume },
-      state: snapshot,
-      input: entry.input,
-      runId: env.runId,
-      graphId: graph.id,
-      node: entry.node,
-      index: entry.index,
-      step: pos.step,
-      attempt,
-      idempotencyKey,
-      emit: (eventName, data) =>
-        Effect.sync(() => {
-          events.push(stamp({ _tag: "Custom", node: name, index: entry.index, name: eventName, data: data ?? null }))
-        }),
-      interrupt: (payload, options) =>
-        Effect.suspend(() => {
-          const response = nextResume()
-          if (response !== undefined) return Effect.succeed(response)
-          return Effect.fail(
-            new NodeInterrupt(payload, options?.timeout === undefined ? undefined : Duration.toMillis(options.timeout))
-          )
-        }),
-      reserve: (estimate) =>
-        Effect.suspend(() => {
-          const error = env.spend.reserve(env.prefix + entry.node, estimate)
-          if (error !== undefined) return Effect.fail(error)
-          outstanding.tokens += estimate.tokens ?? 0
-          outstanding.usd += estimate.usd ?? 0
-          return Effect.void
-        }),
-      recordUsage: (usage: ModelUsage) =>
-        Effect.sync(() => {
-          env.spend.release(outstanding)
-          outstanding.tokens = 0
-          outstanding.usd = 0
-          const tokens = usage.inputTokens + usage.outputTokens
-          env.spend.record(env.prefix + entry.node, tokens, usage.usd)
-          events.push(stamp({
-            _tag: "ModelCalled",
-            node: name,
-            index: entry.index,
-            model: usage.model,
-            inputTokens: usage.inputTokens,
-            outputTokens: usage.outputTokens,
-            usd: usage.usd
-          }))
-        })
-    }
+  const shared: EntryScope = {
+    env,
+    entry,
+    name,
+    step: pos.step,
+    snapshot,
+    idempotencyKey,
+    stamp,
+    events,
+    nextResume: env.resumeSource ?? (() => resumes[shared.interruptCalls++]),
+    interruptCalls: 0
   }
+  let current: AttemptContext | undefined
 
   const attemptOnce = (attempt: number): Effect.Effect<unknown, unknown, unknown> => {
-    let eff = node.run(makeContext(attempt))
+    shared.interruptCalls = 0
+    current = new AttemptContext(shared, attempt)
+    let eff = node.run(current)
     if (timeoutMillis !== undefined) {
       eff = Effect.timeoutFail(eff, {
         duration: timeoutMillis,
@@ -349,6 +410,7 @@ const runEntry = (
     driver: Schedule.ScheduleDriver<unknown, unknown> | undefined
   ): Effect.Effect<EntryResult, never, unknown> =>
     Effect.flatMap(Effect.exit(attemptOnce(attempt)), (exit): Effect.Effect<EntryResult, never, unknown> => {
+      current?.releaseReservation()
       if (Exit.isSuccess(exit)) return Effect.succeed(settle(attempt, exit.value))
       const cause = exit.cause
       if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
@@ -386,7 +448,12 @@ export const runStep = (
   stamp: Stamp
 ): Effect.Effect<StepOutcome, never, unknown> => {
   const graph = env.graph
-  const todo = pos.frontier.filter((e) => !pos.pending.has(entryKey(e.node, e.index)))
+  const todo = pos.pending.size === 0
+    ? pos.frontier
+    : pos.frontier.filter((e) => !pos.pending.has(entryKey(e.node, e.index)))
+  if (todo.length === 1) {
+    return Effect.map(runEntry(env, pos, todo[0]!, stamp), (r) => finishStep(env, pos, [r]))
+  }
   const limited = new Map<string, Effect.Semaphore>()
   for (const e of todo) {
     const n = graph.nodes.get(e.node)!
@@ -397,10 +464,10 @@ export const runStep = (
     const sem = limited.get(e.node)
     return sem === undefined ? eff : sem.withPermits(1)(eff)
   }
-  const all: Effect.Effect<ReadonlyArray<EntryResult>, never, unknown> = todo.length === 1
-    ? Effect.map(run(todo[0]!), (r) => [r])
-    : Effect.forEach(todo, run, { concurrency: env.config.concurrency })
-  return Effect.map(all, (results) => finishStep(env, pos, results))
+  return Effect.map(
+    Effect.forEach(todo, run, { concurrency: env.config.concurrency }),
+    (results) => finishStep(env, pos, results)
+  )
 }
 
 const finishStep = (
@@ -431,7 +498,8 @@ const finishStep = (
         node: r.entry.node,
         index: r.entry.index,
         payload: r.payload,
-        resumes: r.resumes
+        resumes: r.resumes,
+        answered: false
       }))],
       waitMillis: timeouts.length === 0 ? undefined : Math.min(...timeouts)
     }

@@ -97,7 +97,9 @@ export const Interrupt = Schema.Struct({
   index: Schema.Number,
   payload: Schema.Unknown,
   /** Responses received so far, in order: the i-th `interrupt` call of the node returns the i-th. */
-  resumes: Schema.Array(HumanResponse)
+  resumes: Schema.Array(HumanResponse),
+  /** Whether the latest wait has its response (an answered breakpoint stays until its step runs). */
+  answered: Schema.Boolean
 })
 /** One thing a step waits on. */
 export type Interrupt = typeof Interrupt.Type
