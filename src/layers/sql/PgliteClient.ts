@@ -38,7 +38,10 @@ export class PgliteOpenError extends Schema.TaggedError<PgliteOpenError>()("Pgli
   }
 }
 
-/** A `SqlClient` backed by PGlite, with Postgres `LISTEN`/`NOTIFY` and data-directory dumps. */
+/**
+ * A `SqlClient` backed by PGlite, with Postgres `LISTEN`/`NOTIFY` and data-directory dumps.
+ * Statements run one at a time; `.stream` reads the whole result before emitting it.
+ */
 export interface PgliteSqlClient extends SqlClient.SqlClient {
   readonly config: PgliteClientConfig
   /** Wraps a value as a JSON parameter, exactly like `PgClient.json`. */
@@ -105,7 +108,12 @@ const inspectDataDir = async (dir: string, seeding: boolean): Promise<string | u
   try {
     stat = await NodeFs.stat(dir)
   } catch (error) {
-    if (nodeErrorCode(error) !== "ENOENT") {
+    const code = nodeErrorCode(error)
+    if (code === "ENOTDIR") {
+      return `part of its path is a file, not a directory (${describeNodeError(error)}); ` +
+        "choose a path under a directory"
+    }
+    if (code !== "ENOENT") {
       return `cannot inspect it (${describeNodeError(error)}); check the path and its permissions`
     }
     try {
@@ -126,7 +134,8 @@ const inspectDataDir = async (dir: string, seeding: boolean): Promise<string | u
   const entries = await NodeFs.readdir(dir)
   if (entries.includes("PG_VERSION")) {
     return seeding
-      ? "it already holds a database, and loadDataDir only seeds a new or empty directory; remove loadDataDir or choose another directory"
+      ? "it already holds a database, and loadDataDir only seeds a new or empty directory; " +
+        "remove loadDataDir or choose another directory"
       : undefined
   }
   if (entries.some((entry) => entry !== LOCK_FILE)) {
@@ -135,7 +144,9 @@ const inspectDataDir = async (dir: string, seeding: boolean): Promise<string | u
   return undefined
 }
 
-const lockDataDir = (dir: string): Effect.Effect<void, PgliteOpenError, Scope.Scope> => {
+const lockDataDir = (
+  dir: string
+): Effect.Effect<{ readonly reassert: Effect.Effect<void> }, PgliteOpenError, Scope.Scope> => {
   const lockPath = NodePath.join(dir, LOCK_FILE)
   const owner = `${process.pid}\n${NodeOs.hostname()}\n`
   const fail = (reason: string, cause?: unknown) =>
@@ -165,11 +176,12 @@ const lockDataDir = (dir: string): Effect.Effect<void, PgliteOpenError, Scope.Sc
     },
     catch: (cause) => fail(`cannot write its lock file ${lockPath} (${describeNodeError(cause)})`, cause)
   }).pipe(Effect.flatMap((reason) => reason === undefined ? Effect.void : Effect.fail(fail(reason))))
+  const reassert = Effect.promise(() => NodeFs.writeFile(lockPath, owner).catch(() => undefined))
   return Effect.acquireRelease(acquire, () =>
     Effect.promise(async () => {
       openDataDirs.delete(dir)
       await NodeFs.rm(lockPath, { force: true }).catch(() => undefined)
-    }))
+    })).pipe(Effect.as({ reassert }))
 }
 
 const openPglite = (
@@ -189,14 +201,16 @@ const openPglite = (
     }).pipe(
       Effect.catchAll((cause) =>
         Effect.promise(async () => {
-          const version = options.dataDir === undefined
-            ? undefined
-            : await NodeFs.readFile(NodePath.join(location, "PG_VERSION"), "utf8").then((v) => v.trim(), () => undefined)
+          const version = options.dataDir === undefined ? undefined : await NodeFs.readFile(
+            NodePath.join(location, "PG_VERSION"),
+            "utf8"
+          ).then((v) => v.trim(), () => undefined)
           const detail = describePgliteError(cause)
           const reason = version === undefined
             ? `PGlite failed to start (${detail})`
-            : `PostgreSQL failed to start on it (${detail}); it holds a PostgreSQL ${version} data directory that ` +
-              `may be damaged or from another PostgreSQL major version; restore it from a dump or choose another directory`
+            : `PostgreSQL failed to start on it (${detail}); it holds a PostgreSQL ${version} data directory ` +
+              "that may be damaged or from another PostgreSQL major version; " +
+              "restore it from a dump or choose another directory"
           return new PgliteOpenError({ dataDir: location, reason, cause })
         }).pipe(Effect.flatMap(Effect.fail))
       )
@@ -212,11 +226,48 @@ const quoteIdentifier = (name: string): string => `"${name.replaceAll("\"", "\"\
 
 const pgJson = Statement.custom<PgClient.PgCustom>("PgJson")
 
-const toSqlError = (message: string) => (cause: unknown): SqlError.SqlError => {
-  const code = typeof cause === "object" && cause !== null && "code" in cause && typeof cause.code === "string"
-    ? ` (${cause.code})`
-    : ""
-  return new SqlError.SqlError({ cause, message: `${message}: ${describePgliteError(cause)}${code}` })
+const toSqlError = (message: string) => (cause: unknown): SqlError.SqlError =>
+  new SqlError.SqlError({ cause, message: `${message}: ${describePgliteError(cause)}` })
+
+/**
+ * A first-come, first-served lock. Effect's `Semaphore` lets a fiber that releases and re-takes in
+ * one run barge ahead of waiters, so a fiber issuing statements back to back starves a waiting
+ * transaction; here release hands the lock straight to the oldest waiter.
+ */
+const makeFairLock = () => {
+  let locked = false
+  const waiters: Array<() => void> = []
+  const unsafeRelease = () => {
+    const next = waiters.shift()
+    if (next === undefined) locked = false
+    else next()
+  }
+  const take = Effect.async<void>((resume) => {
+    if (!locked) {
+      locked = true
+      resume(Effect.void)
+      return
+    }
+    let granted = false
+    const waiter = () => {
+      granted = true
+      resume(Effect.void)
+    }
+    waiters.push(waiter)
+    return Effect.sync(() => {
+      const index = waiters.indexOf(waiter)
+      if (index >= 0) waiters.splice(index, 1)
+      else if (granted) unsafeRelease()
+    })
+  })
+  const release = Effect.sync(unsafeRelease)
+  return {
+    scoped: Effect.uninterruptibleMask((restore) =>
+      Effect.zipRight(restore(take), Effect.addFinalizer(() => release))
+    ),
+    with: <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+      Effect.uninterruptibleMask((restore) => Effect.zipRight(restore(take), Effect.ensuring(restore(effect), release)))
+  }
 }
 
 type TransformRows = (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
@@ -225,13 +276,22 @@ type TransformRows = (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArra
 export const make = Effect.fn("PgliteClient.make")(function*(options: PgliteClientConfig = {}) {
   const location = options.dataDir === undefined ? MEMORY : NodePath.resolve(options.dataDir)
   if (options.dataDir !== undefined) {
-    const problem = yield* Effect.promise(() => inspectDataDir(location, options.loadDataDir !== undefined))
+    const problem = yield* Effect.tryPromise({
+      try: () => inspectDataDir(location, options.loadDataDir !== undefined),
+      catch: (cause) =>
+        new PgliteOpenError({
+          dataDir: location,
+          reason: `cannot inspect it (${describeNodeError(cause)}); check the path and its permissions`,
+          cause
+        })
+    })
     if (problem !== undefined) {
       return yield* new PgliteOpenError({ dataDir: location, reason: problem })
     }
-    yield* lockDataDir(location)
   }
+  const dataDirLock = options.dataDir === undefined ? undefined : yield* lockDataDir(location)
   const db = yield* openPglite(location, options)
+  if (dataDirLock !== undefined) yield* dataDirLock.reassert
 
   const run = <A>(message: string, query: () => Promise<A>): Effect.Effect<A, SqlError.SqlError> =>
     Effect.uninterruptible(Effect.tryPromise({ try: query, catch: toSqlError(message) }))
@@ -262,25 +322,23 @@ export const make = Effect.fn("PgliteClient.make")(function*(options: PgliteClie
         : run("Failed to execute statement", () => db.query(sql, params as Array<unknown>)),
     executeValues: (sql, params) =>
       Effect.map(
-        run("Failed to execute statement", () => db.query<Array<unknown>>(sql, params as Array<unknown>, { rowMode: "array" })),
+        run(
+          "Failed to execute statement",
+          () => db.query<Array<unknown>>(sql, params as Array<unknown>, { rowMode: "array" })
+        ),
         (result) => result.rows
       ),
     executeStream: (sql, params, transformRows) =>
       Stream.unwrap(Effect.map(execute(sql, params, transformRows), (rows) => Stream.fromIterable(rows)))
   }
 
-  const semaphore = yield* Effect.makeSemaphore(1)
-  const exclusiveConnection: SqlConnection.Connection.Acquirer = Effect.uninterruptibleMask((restore) =>
-    restore(semaphore.take(1)).pipe(
-      Effect.zipRight(Effect.addFinalizer(() => semaphore.release(1))),
-      Effect.as(connection)
-    )
-  )
+  const connectionLock = makeFairLock()
+  const exclusiveConnection: SqlConnection.Connection.Acquirer = Effect.as(connectionLock.scoped, connection)
   const withExclusive = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.flatMap(
       Effect.serviceOption(SqlClient.TransactionConnection),
       (transaction) =>
-        Option.isSome(transaction) && transaction.value[0] === connection ? effect : semaphore.withPermits(1)(effect)
+        Option.isSome(transaction) && transaction.value[0] === connection ? effect : connectionLock.with(effect)
     )
 
   const client = yield* SqlClient.make({
@@ -299,7 +357,7 @@ export const make = Effect.fn("PgliteClient.make")(function*(options: PgliteClie
   })
 
   const listening = new Map<string, number>()
-  const listenLock = yield* Effect.makeSemaphore(1)
+  const listenLock = makeFairLock()
   const listenStatement = (statement: string) =>
     withExclusive(run("Failed to listen", () => db.exec(statement)))
 
@@ -314,13 +372,13 @@ export const make = Effect.fn("PgliteClient.make")(function*(options: PgliteClie
       (unsubscribe) => Effect.sync(unsubscribe)
     )
     yield* Effect.acquireRelease(
-      listenLock.withPermits(1)(Effect.gen(function*() {
+      listenLock.with(Effect.gen(function*() {
         const count = listening.get(channel) ?? 0
         if (count === 0) yield* listenStatement(`LISTEN ${quoteIdentifier(channel)}`)
         listening.set(channel, count + 1)
       })),
       () =>
-        listenLock.withPermits(1)(Effect.gen(function*() {
+        listenLock.with(Effect.gen(function*() {
           const count = (listening.get(channel) ?? 1) - 1
           if (count > 0) {
             listening.set(channel, count)
@@ -352,7 +410,9 @@ const toContext = (client: PgliteSqlClient) =>
   Context.make(PgliteClient, client).pipe(Context.add(SqlClient.SqlClient, client))
 
 /** Provides `PgliteClient` and `SqlClient` over a PGlite database opened with `options`. */
-export const layer = (options: PgliteClientConfig = {}): Layer.Layer<PgliteClient | SqlClient.SqlClient, PgliteOpenError> =>
+export const layer = (
+  options: PgliteClientConfig = {}
+): Layer.Layer<PgliteClient | SqlClient.SqlClient, PgliteOpenError> =>
   Layer.scopedContext(Effect.map(make(options), toContext)).pipe(Layer.provide(Reactivity.layer))
 
 /** Like `layer`, with the options read through `Config`. */
@@ -377,7 +437,11 @@ export interface PgliteTemplateOptions<E, R> {
 /** Initialises a fresh in-memory database once, runs `setup` on it and dumps it as a template. */
 export const makeTemplate = <E = never, R = never>(
   options: PgliteTemplateOptions<E, R> = {}
-): Effect.Effect<PgliteTemplate["Type"], PgliteOpenError | SqlError.SqlError | E, Exclude<R, PgliteClient | SqlClient.SqlClient>> =>
+): Effect.Effect<
+  PgliteTemplate["Type"],
+  PgliteOpenError | SqlError.SqlError | E,
+  Exclude<R, PgliteClient | SqlClient.SqlClient>
+> =>
   Effect.gen(function*() {
     const client = yield* make()
     if (options.setup !== undefined) {
@@ -390,10 +454,14 @@ export const makeTemplate = <E = never, R = never>(
 /** Provides a `PgliteTemplate` built once by `makeTemplate`; share it (e.g. with `it.layer`) and clone it per test. */
 export const layerTemplate = <E = never, R = never>(
   options: PgliteTemplateOptions<E, R> = {}
-): Layer.Layer<PgliteTemplate, PgliteOpenError | SqlError.SqlError | E, Exclude<R, PgliteClient | SqlClient.SqlClient>> =>
+): Layer.Layer<
+  PgliteTemplate,
+  PgliteOpenError | SqlError.SqlError | E,
+  Exclude<R, PgliteClient | SqlClient.SqlClient>
+> =>
   Layer.effect(PgliteTemplate, makeTemplate(options))
 
-/** Opens a new, independent database cloned from the `PgliteTemplate` in context (in memory unless `dataDir` is set). */
+/** Opens a new, independent database cloned from the `PgliteTemplate` in context (in memory unless `dataDir`). */
 export const layerFromTemplate = (
   options: Omit<PgliteClientConfig, "loadDataDir"> = {}
 ): Layer.Layer<PgliteClient | SqlClient.SqlClient, PgliteOpenError, PgliteTemplate> =>
