@@ -11,6 +11,7 @@ import {
   Effect,
   Exit,
   Fiber,
+  FiberId,
   FiberMap,
   Layer,
   Option,
@@ -155,6 +156,8 @@ type Message =
 
 interface Actor {
   readonly mailbox: Queue.Queue<Message>
+  /** The run as of the actor's latest commit. */
+  readonly latest: { readonly run: RunRecord }
   /** Callers of `result` waiting for the run to settle (wait or end) or the actor to stop. */
   readonly waiters: Array<Deferred.Deferred<void>>
 }
@@ -283,7 +286,7 @@ export const make = (options: Options = {}) =>
             if (pos !== undefined) latest.pos = pos
           }
         }
-        const actor: Actor = { mailbox, waiters: [] }
+        const actor: Actor = { mailbox, latest, waiters: [] }
         const wake = Effect.suspend(() => {
           const waiters = actor.waiters.splice(0)
           return Effect.forEach(waiters, (w) => Deferred.succeed(w, undefined), { discard: true })
@@ -510,20 +513,20 @@ export const make = (options: Options = {}) =>
 
     const result = <S>(graph: CompiledGraph, runId: string) =>
       Effect.gen(function*() {
-        const run = yield* store.get(runId)
         const actor = actors.get(runId)
-        if (!settled(run.status) && actor !== undefined) {
-          const waiter = yield* Deferred.make<void>()
+        if (actor !== undefined && !settled(actor.latest.run.status)) {
+          const waiter = Deferred.unsafeMake<void>(FiberId.none)
           actor.waiters.push(waiter)
-          const now = yield* store.get(runId)
-          if (!settled(now.status)) yield* Deferred.await(waiter)
+          yield* Deferred.await(waiter)
         }
         return yield* resultOf<S>(graph, runId)
       })
 
     const handle = <S>(graph: CompiledGraph, runId: string): RunHandle<S> => ({
       runId,
-      events: events(runId),
+      get events() {
+        return events(runId)
+      },
       result: result<S>(graph, runId)
     })
 

@@ -8,7 +8,7 @@ import { BudgetExceededError, DeadlineExceededError, MaxStepsExceededError } fro
 import type { RunEvent } from "../Events.js"
 import type { Interrupt, RunRecord, RunStatus, RunStore } from "../services/RunStore.js"
 import { toCheckpoint } from "./Codec.js"
-import { type Draft, type Env, type FailureInfo, type Position, runStep, type Stamp } from "./Step.js"
+import { type Draft, type Env, type FailureInfo, type Position, runStep, type Stamp, type StepOutcome } from "./Step.js"
 
 /** What a drive needs beyond the step environment. */
 export interface Deps {
@@ -170,67 +170,77 @@ export const drive = (deps: Deps, start: RunRecord, startPos: Position): Effect.
       const usageBefore = env.spend.snapshot()
       const remaining = config.deadline === null ? undefined : config.deadline - now
       const stepEffect = runStep(env, pos, stamp)
-      const raced = remaining === undefined
-        ? Effect.map(stepEffect, Option.some)
-        : Effect.timeoutOption(stepEffect, remaining)
-      return Effect.flatMap(raced, (result) => {
-        if (Option.isNone(result)) return timedOut(run, pos, stamp, events)
-        const outcome = result.value
-        for (const e of outcome.events) events.push(e)
-        const budget = budgetEvents(env, stamp, usageBefore, env.spend.snapshot())
-        for (const e of budget.events) events.push(e)
-        switch (outcome._tag) {
-          case "Failed": {
-            events.push(stamp({ _tag: "RunFailed", error: outcome.error.message, errorTag: outcome.error.tag }))
-            return settle(run, pos, "failed", events, outcome.error)
-          }
-          case "Waiting": {
-            const until = outcome.waitMillis === undefined ? null : env.clock.unsafeCurrentTimeMillis() + outcome.waitMillis
-            events.push(waitingEvent(stamp, outcome.interrupts, until))
-            const next: Position = { ...pos, pending: outcome.pending, interrupts: outcome.interrupts }
-            return settle(run, next, "waiting", events, undefined, until)
-          }
-          case "Advanced": {
-            const next: Position = {
-              step: pos.step + 1,
-              state: outcome.state,
-              frontier: outcome.frontier,
-              pending: new Map(),
-              interrupts: [],
-              barriers: outcome.barriers
-            }
-            events.push(stamp({ _tag: "StepCommitted", next: outcome.frontier.map((e) => e.node) }))
-            if (budget.exceeded !== undefined) {
-              events.push(stamp({ _tag: "RunFailed", error: budget.exceeded.message, errorTag: budget.exceeded._tag }))
-              return settle(run, next, "failed", events, failureOf(budget.exceeded))
-            }
-            if (outcome.frontier.length === 0) {
-              events.push(stamp({ _tag: "RunCompleted" }))
-              return settle(run, next, "completed", events)
-            }
-            const after = config.interruptAfter.length === 0
-              ? []
-              : outcome.executed.filter((n) => config.interruptAfter.includes(n))
-            if (after.length > 0) {
-              const interrupts: Array<Interrupt> = after.map((node) => ({
-                kind: "after",
-                node,
-                index: 0,
-                payload: { breakpoint: "after", node },
-                resumes: [],
-            answered: false
-              }))
-              for (const i of interrupts) {
-                events.push(stamp({ _tag: "NodeInterrupted", node: i.node, index: 0, kind: "after", payload: i.payload }))
-              }
-              events.push(waitingEvent(stamp, interrupts, null))
-              return settle(run, { ...next, interrupts }, "waiting", events)
-            }
-            return Effect.flatMap(commit(deps, run, { status: "running", events, pos: next }), (r) => step(r, next))
-          }
-        }
-      })
+      if (remaining === undefined) {
+        return Effect.flatMap(stepEffect, (outcome) => advance(run, pos, stamp, events, usageBefore, outcome))
+      }
+      return Effect.flatMap(Effect.timeoutOption(stepEffect, remaining), (result) =>
+        Option.isNone(result)
+          ? timedOut(run, pos, stamp, events)
+          : advance(run, pos, stamp, events, usageBefore, result.value))
     })
+
+  const advance = (
+    run: RunRecord,
+    pos: Position,
+    stamp: Stamp,
+    events: Array<Draft>,
+    usageBefore: RunRecord["usage"],
+    outcome: StepOutcome
+  ): Effect.Effect<Settled, CommitError, unknown> => {
+    for (const e of outcome.events) events.push(e)
+    const budget = budgetEvents(env, stamp, usageBefore, env.spend.snapshot())
+    for (const e of budget.events) events.push(e)
+    switch (outcome._tag) {
+      case "Failed": {
+        events.push(stamp({ _tag: "RunFailed", error: outcome.error.message, errorTag: outcome.error.tag }))
+        return settle(run, pos, "failed", events, outcome.error)
+      }
+      case "Waiting": {
+        const until = outcome.waitMillis === undefined ? null : env.clock.unsafeCurrentTimeMillis() + outcome.waitMillis
+        events.push(waitingEvent(stamp, outcome.interrupts, until))
+        const next: Position = { ...pos, pending: outcome.pending, interrupts: outcome.interrupts }
+        return settle(run, next, "waiting", events, undefined, until)
+      }
+      case "Advanced": {
+        const next: Position = {
+          step: pos.step + 1,
+          state: outcome.state,
+          frontier: outcome.frontier,
+          pending: new Map(),
+          interrupts: [],
+          barriers: outcome.barriers
+        }
+        events.push(stamp({ _tag: "StepCommitted", next: outcome.frontier.map((e) => e.node) }))
+        if (budget.exceeded !== undefined) {
+          events.push(stamp({ _tag: "RunFailed", error: budget.exceeded.message, errorTag: budget.exceeded._tag }))
+          return settle(run, next, "failed", events, failureOf(budget.exceeded))
+        }
+        if (outcome.frontier.length === 0) {
+          events.push(stamp({ _tag: "RunCompleted" }))
+          return settle(run, next, "completed", events)
+        }
+        const after = config.interruptAfter.length === 0
+          ? []
+          : outcome.executed.filter((n) => config.interruptAfter.includes(n))
+        if (after.length > 0) {
+          const interrupts: Array<Interrupt> = after.map((node) => ({
+            kind: "after",
+            node,
+            index: 0,
+            payload: { breakpoint: "after", node },
+            resumes: [],
+        answered: false
+          }))
+          for (const i of interrupts) {
+            events.push(stamp({ _tag: "NodeInterrupted", node: i.node, index: 0, kind: "after", payload: i.payload }))
+          }
+          events.push(waitingEvent(stamp, interrupts, null))
+          return settle(run, { ...next, interrupts }, "waiting", events)
+        }
+        return Effect.flatMap(commit(deps, run, { status: "running", events, pos: next }), (r) => step(r, next))
+      }
+    }
+  }
 
   const timedOut = (run: RunRecord, pos: Position, stamp: Stamp, events: Array<Draft>) => {
     const error = new DeadlineExceededError({ runId: env.runId, deadline: config.deadline ?? 0 })
