@@ -2,7 +2,7 @@
  * The typed errors of fibergraph. Every error that is persisted or crosses a process boundary
  * is a `Schema.TaggedError` carrying what an operator needs and a message saying what to do.
  */
-import { Schema } from "effect"
+import { ParseResult, Schema } from "effect"
 
 /** A graph definition names a node that was never added. */
 export class UnknownNode extends Schema.TaggedError<UnknownNode>()("UnknownNode", {
@@ -279,6 +279,20 @@ export class GraphMismatchError extends Schema.TaggedError<GraphMismatchError>()
   }
 }
 
+/** A graph's checkpoint migration failed on a stored run's state. */
+export class CheckpointMigrationError extends Schema.TaggedError<CheckpointMigrationError>()("CheckpointMigrationError", {
+  runId: Schema.String,
+  graphId: Schema.String,
+  fromVersion: Schema.String,
+  toVersion: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `run ${this.runId}: migrating its checkpoint from graph "${this.graphId}" version ${this.fromVersion} to ` +
+      `${this.toVersion} failed: ${this.detail}; fix the migration or resume with version ${this.fromVersion}`
+  }
+}
+
 /** Input given to a run (initial state, human edits) does not decode against the state schema. */
 export class InputValidationError extends Schema.TaggedError<InputValidationError>()("InputValidationError", {
   graphId: Schema.String,
@@ -288,3 +302,9 @@ export class InputValidationError extends Schema.TaggedError<InputValidationErro
     return `graph "${this.graphId}": invalid input: ${this.detail}`
   }
 }
+
+/** A parse error as one line per problem, `path: message`, for error details an operator reads. */
+export const formatParseError = (error: ParseResult.ParseError): string =>
+  ParseResult.ArrayFormatter.formatErrorSync(error)
+    .map((issue) => `${issue.path.length === 0 ? "<root>" : issue.path.join(".")}: ${issue.message}`)
+    .join("; ")

@@ -71,6 +71,13 @@ export const RunResumed = Schema.TaggedStruct("RunResumed", {
   ...base,
   response: Schema.Literal("approve", "reject", "edit", "timeout", "resume")
 })
+/** The run was carried to another version of its graph by a checkpoint migration. */
+export const RunMigrated = Schema.TaggedStruct("RunMigrated", {
+  ...base,
+  fromVersion: Schema.String,
+  toVersion: Schema.String,
+  graphHash: Schema.String
+})
 /** The run reached the end. */
 export const RunCompleted = Schema.TaggedStruct("RunCompleted", { ...base })
 /** The run failed; `errorTag` is the failing error's tag. */
@@ -127,6 +134,7 @@ export const RunEvent = Schema.Union(
   StepCommitted,
   RunWaiting,
   RunResumed,
+  RunMigrated,
   RunCompleted,
   RunFailed,
   RunCancelled,

@@ -15,6 +15,7 @@ import {
   FiberMap,
   Layer,
   Option,
+  ParseResult,
   PubSub,
   Queue,
   Random,
@@ -22,8 +23,10 @@ import {
 } from "effect"
 import { CircuitBreakers } from "./CircuitBreaker.js"
 import {
+  CheckpointMigrationError,
   DeadlineExceededError,
-  type EventLogCorruptionError,
+  EventLogCorruptionError,
+  formatParseError,
   GraphMismatchError,
   InputValidationError,
   type RoutingError,
@@ -35,7 +38,7 @@ import {
 import { isTerminal, type RunEvent } from "./Events.js"
 import type { CompiledGraph } from "./Graph.js"
 import { commit, type Deps, drive, type Settled, stampFor } from "./internal/Drive.js"
-import { decodeUpdate, fromCheckpoint, toCheckpoint } from "./internal/Codec.js"
+import { decodeUpdate, encodeState, fromCheckpoint, toCheckpoint } from "./internal/Codec.js"
 import { type Env, type Position, SpendTracker, startFrontier } from "./internal/Step.js"
 import type { HumanResponse } from "./Node.js"
 import { EventSink } from "./services/EventSink.js"
@@ -93,7 +96,7 @@ export interface RunHandle<S> {
 export type StartError = InputValidationError | StateValidationError | RoutingError
 
 /** Errors of taking up a stored run with a graph. */
-export type LoadError = RunNotFoundError | GraphMismatchError | EventLogCorruptionError
+export type LoadError = RunNotFoundError | GraphMismatchError | EventLogCorruptionError | CheckpointMigrationError
 
 /** Which open interrupt a response answers (default: all of them). */
 export interface ResponseTarget {
@@ -237,12 +240,6 @@ export const make = (options: Options = {}) =>
             hash: graph.hash
           })
         )
-
-    const loadPosition = (graph: CompiledGraph, runId: string) =>
-      Effect.flatMap(store.latestCheckpoint(runId), (checkpoint) =>
-        Option.isNone(checkpoint)
-          ? Effect.die(new Error(`run ${runId} has no checkpoint`))
-          : fromCheckpoint(graph, checkpoint.value))
 
     const envOf = (graph: CompiledGraph, run: RunRecord, clock: Clock.Clock): Env => ({
       graph,
@@ -610,15 +607,88 @@ export const make = (options: Options = {}) =>
         return handle<S>(graph, runId)
       })
 
+    /**
+     * Loads a stored run's position for `graph`: checks the log after the checkpoint is complete,
+     * and carries the checkpoint through the graph's migration when the run was stored by an
+     * older version that the graph declares a migration from.
+     */
+    const load = (graph: CompiledGraph, run: RunRecord) =>
+      Effect.gen(function*() {
+        const runId = run.runId
+        const sameGraph = run.graphId === graph.id && run.graphHash === graph.hash
+        const migration = sameGraph || run.graphId !== graph.id
+          ? undefined
+          : graph.migrations.find((m) => m.fromVersion === run.graphVersion)
+        if (!sameGraph && migration === undefined) yield* checkGraph(graph, run)
+        const stored = yield* store.latestCheckpoint(runId)
+        if (Option.isNone(stored)) {
+          return yield* Effect.fail(new EventLogCorruptionError({ runId, detail: "the run has no checkpoint" }))
+        }
+        const tail = yield* store.events(runId, stored.value.seq)
+        const last = tail.length === 0 ? stored.value.seq : tail[tail.length - 1]!.seq
+        if (last !== run.lastSeq) {
+          return yield* Effect.fail(
+            new EventLogCorruptionError({
+              runId,
+              detail: `the event log ends at sequence ${last} but the run has committed up to ${run.lastSeq}`
+            })
+          )
+        }
+        if (migration === undefined) return { pos: yield* fromCheckpoint(graph, stored.value), migrated: false }
+        const migrated = yield* migration.migrate(stored.value.state).pipe(
+          Effect.mapError((cause) =>
+            new CheckpointMigrationError({
+              runId,
+              graphId: graph.id,
+              fromVersion: run.graphVersion,
+              toVersion: graph.version,
+              detail: ParseResult.isParseError(cause) ? formatParseError(cause) : String(cause)
+            })
+          )
+        )
+        const state = { ...State.initial(graph.state, {}), ...(migrated as Record<string, unknown>) }
+        const pos = yield* fromCheckpoint(graph, { ...stored.value, state: encodeState(graph, state) })
+        return { pos, migrated: true }
+      })
+
     const resume = <S, E, R>(graph: CompiledGraph<any, E, R>, runId: string) =>
       Effect.gen(function*() {
         const run = yield* store.get(runId)
-        yield* checkGraph(graph, run)
-        if (!actors.has(runId) && !terminalStatuses.has(run.status)) {
-          const pos = yield* loadPosition(graph, runId)
-          const owned = yield* store.acquire(runId)
-          yield* spawn<R>(graph, owned, pos)
+        if (actors.has(runId) || terminalStatuses.has(run.status)) {
+          yield* checkGraph(graph, run)
+          return handle<S>(graph, runId)
         }
+        const { migrated, pos } = yield* load(graph, run)
+        let owned = yield* store.acquire(runId)
+        if (migrated) {
+          const now = yield* Clock.currentTimeMillis
+          const event: RunEvent = {
+            _tag: "RunMigrated",
+            runId,
+            seq: owned.lastSeq + 1,
+            step: owned.step,
+            at: now,
+            fromVersion: owned.graphVersion,
+            toVersion: graph.version,
+            graphHash: graph.hash
+          }
+          owned = yield* store.commit({
+            runId,
+            epoch: owned.claimEpoch,
+            expectedStep: owned.step,
+            step: owned.step,
+            status: owned.status,
+            events: [event],
+            checkpoint: toCheckpoint(graph, runId, pos, event.seq, now),
+            usage: owned.usage,
+            waitUntil: owned.waitUntil,
+            error: owned.error,
+            at: now,
+            graph: { version: graph.version, hash: graph.hash }
+          }).pipe(Effect.orDie)
+          yield* publish(runId)([event])
+        }
+        yield* spawn<R>(graph, owned, pos)
         return handle<S>(graph, runId)
       })
 

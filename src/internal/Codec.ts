@@ -3,7 +3,7 @@
  * graph's schemas), and between a human's edit and a validated state update.
  */
 import { Effect, Either, ParseResult, Schema } from "effect"
-import { EventLogCorruptionError, InputValidationError } from "../Errors.js"
+import { EventLogCorruptionError, formatParseError, InputValidationError } from "../Errors.js"
 import type { CompiledGraph } from "../Graph.js"
 import type { Checkpoint, FrontierEntry } from "../services/RunStore.js"
 import type { Entry, Position } from "./Step.js"
@@ -41,6 +41,10 @@ const encodeInput = (graph: CompiledGraph, e: Entry): FrontierEntry => {
   const schema = graph.nodes.get(e.node)?.input
   return { node: e.node, index: e.index, input: schema === undefined || e.input === undefined ? e.input ?? null : Schema.encodeSync(schema)(e.input) }
 }
+
+/** A state encoded with the graph's schema, as a checkpoint stores it. */
+export const encodeState = (graph: CompiledGraph, state: Record<string, unknown>): unknown =>
+  codecs(graph).encodeState(state)
 
 /** The checkpoint of a position. */
 export const toCheckpoint = (
@@ -81,7 +85,7 @@ export const fromCheckpoint = (
         new EventLogCorruptionError({
           runId: checkpoint.runId,
           detail: `checkpoint at sequence ${checkpoint.seq}: ${what} does not decode: ${
-            ParseResult.isParseError(error) ? ParseResult.TreeFormatter.formatErrorSync(error) : String(error)
+            ParseResult.isParseError(error) ? formatParseError(error) : String(error)
           }`
         })
       )
@@ -133,6 +137,6 @@ export const decodeUpdate = (graph: CompiledGraph, raw: unknown): Effect.Effect<
     }
     const result = codecs(graph).decodeUpdate(raw)
     return Either.isLeft(result)
-      ? Effect.fail(new InputValidationError({ graphId: graph.id, detail: ParseResult.TreeFormatter.formatErrorSync(result.left) }))
+      ? Effect.fail(new InputValidationError({ graphId: graph.id, detail: formatParseError(result.left) }))
       : Effect.succeed(result.right)
   })

@@ -140,6 +140,8 @@ export interface StepCommit {
   readonly waitUntil: number | null
   readonly error: { readonly tag: string; readonly message: string } | null
   readonly at: number
+  /** Rebinds the run to another version of its graph (after a checkpoint migration). */
+  readonly graph?: { readonly version: string; readonly hash: string }
 }
 
 /** Filters for listing runs. */

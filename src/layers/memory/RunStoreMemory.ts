@@ -105,7 +105,8 @@ export const make = (options: Options = {}) =>
             usage: commit.usage,
             waitUntil: commit.waitUntil,
             error: commit.error,
-            updatedAt: commit.at
+            updatedAt: commit.at,
+            ...(commit.graph === undefined ? {} : { graphVersion: commit.graph.version, graphHash: commit.graph.hash })
           }
           return Effect.succeed(e.run)
         }),

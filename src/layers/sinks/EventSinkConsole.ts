@@ -89,6 +89,8 @@ const describe = (event: RunEvent): { readonly tone: Tone; readonly detail: stri
       }
     case "RunResumed":
       return { tone: "plain", detail: `response: ${event.response}` }
+    case "RunMigrated":
+      return { tone: "warning", detail: `graph version ${event.fromVersion} -> ${event.toVersion} (${event.graphHash.slice(0, 12)})` }
     case "RunCompleted":
       return { tone: "success", detail: "" }
     case "RunFailed":

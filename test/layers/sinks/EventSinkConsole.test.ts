@@ -47,6 +47,10 @@ const samples: { readonly [K in RunEventTag]: readonly [Extract<RunEvent, { _tag
     until: at + 60_000
   }, ["on approve[0] (node) until 12:01:00.123"]],
   RunResumed: [{ _tag: "RunResumed", ...base, response: "approve" }, ["response: approve"]],
+  RunMigrated: [
+    { _tag: "RunMigrated", ...base, fromVersion: "1", toVersion: "2", graphHash: "abcdef0123456789" },
+    ["graph version 1 -> 2 (abcdef012345)"]
+  ],
   RunCompleted: [{ _tag: "RunCompleted", ...base }, []],
   RunFailed: [{ _tag: "RunFailed", ...base, error: "node explode failed", errorTag: "NodeFailedError" }, [
     "NodeFailedError: node explode failed"
