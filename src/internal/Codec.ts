@@ -29,7 +29,7 @@ const codecs = (graph: CompiledGraph): Codecs => {
   const decode = Schema.decodeUnknownEither(partial)
   found = {
     encodeState: identity ? (s) => s : Schema.encodeSync(partial),
-    decodeState: identity ? (raw) => Either.right(raw as Record<string, unknown>) : decode,
+    decodeState: decode,
     encodeUpdate: identity ? (u) => u : Schema.encodeSync(partial),
     decodeUpdate: decode
   }

@@ -31,6 +31,8 @@ export interface RunStoreContractOptions {
   readonly timeout?: Duration.DurationInput
   /** How many random histories the property test tries (default 50). */
   readonly propertyRuns?: number
+  /** How long the property test may take in all (default 120 seconds). */
+  readonly propertyTimeoutMillis?: number
 }
 
 type Store = Context.Tag.Service<typeof RunStore>
@@ -278,6 +280,21 @@ const snapshot = (store: Store, runId: string) =>
     latest: Effect.map(store.latestCheckpoint(runId), Option.getOrUndefined)
   })
 
+/** The error `effect` fails with; an unexpected success fails the test, naming what was returned. */
+const failure = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<E, never, R> =>
+  Effect.matchEffect(effect, {
+    onFailure: Effect.succeed,
+    onSuccess: (value) => Effect.sync(() => assert.fail(`expected a failure, but it succeeded with ${preview(value)}`))
+  })
+
+const preview = (value: unknown): string => {
+  try {
+    return (JSON.stringify(value) ?? String(value)).slice(0, 400)
+  } catch {
+    return String(value)
+  }
+}
+
 const seqs = (events: ReadonlyArray<RunEvent>) => events.map((e) => e.seq)
 const range = (from: number, to: number) => Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i)
 const renamed = (events: ReadonlyArray<RunEvent>, runId: string) => events.map((e) => ({ ...e, runId }))
@@ -374,20 +391,20 @@ export const runStoreContract = (
         const runId = uniqueId("missing")
         const ghost = makeRun({ runId, claimEpoch: 1 })
         const failures = [
-          yield* Effect.flip(store.get(runId)),
-          yield* Effect.flip(store.acquire(runId)),
-          yield* Effect.flip(store.commit(makeCommit(ghost, { events: makeEvents(runId, 2, 1, 1) }))),
-          yield* Effect.flip(store.events(runId, 0)),
-          yield* Effect.flip(store.latestCheckpoint(runId)),
-          yield* Effect.flip(store.checkpoints(runId)),
-          yield* Effect.flip(store.fork(runId, { newRunId: uniqueId("fork"), at: T0 })),
-          yield* Effect.flip(store.compact(runId, 10))
+          yield* failure(store.get(runId)),
+          yield* failure(store.acquire(runId)),
+          yield* failure(store.commit(makeCommit(ghost, { events: makeEvents(runId, 2, 1, 1) }))),
+          yield* failure(store.events(runId, 0)),
+          yield* failure(store.latestCheckpoint(runId)),
+          yield* failure(store.checkpoints(runId)),
+          yield* failure(store.fork(runId, { newRunId: uniqueId("fork"), at: T0 })),
+          yield* failure(store.compact(runId, 10))
         ]
         for (const error of failures) {
           assert.instanceOf(error, RunNotFoundError)
           assert.strictEqual(error.runId, runId)
         }
-        assert.instanceOf(yield* Effect.flip(store.get(runId)), RunNotFoundError, "nothing was created on the way")
+        assert.instanceOf(yield* failure(store.get(runId)), RunNotFoundError, "nothing was created on the way")
       }))
 
     it.effect("acquire bumps the claim epoch by exactly one each time and keeps the run's position", () =>
@@ -487,7 +504,7 @@ export const runStoreContract = (
         assert.strictEqual(current.claimEpoch, 2)
         const before = yield* snapshot(store, current.runId)
         for (const epoch of [1, 0, 3]) {
-          const error = yield* Effect.flip(store.commit(makeCommit(current, {
+          const error = yield* failure(store.commit(makeCommit(current, {
             epoch,
             events: makeEvents(current.runId, 2, 3, 1),
             checkpoint: makeCheckpoint(current.runId, 4, 1),
@@ -511,7 +528,7 @@ export const runStoreContract = (
         assert.strictEqual(run.step, 1)
         const before = yield* snapshot(store, run.runId)
         for (const expectedStep of [0, 2, 7]) {
-          const error = yield* Effect.flip(store.commit(makeCommit(run, {
+          const error = yield* failure(store.commit(makeCommit(run, {
             expectedStep,
             step: expectedStep + 1,
             events: makeEvents(run.runId, run.lastSeq + 1, 2, expectedStep + 1),
@@ -543,7 +560,7 @@ export const runStoreContract = (
           ["third event goes backwards", [event(5), event(6), event(4)]]
         ]
         for (const [label, events] of batches) {
-          const error = yield* Effect.flip(store.commit(makeCommit(run, {
+          const error = yield* failure(store.commit(makeCommit(run, {
             events,
             checkpoint: makeCheckpoint(run.runId, 6, 2),
             status: "completed"
@@ -573,7 +590,7 @@ export const runStoreContract = (
           checkpoint: makeCheckpoint(ownerB.runId, ownerA.run.lastSeq + 3, 2),
           status: "completed"
         })
-        const error = yield* Effect.flip(store.commit(late))
+        const error = yield* failure(store.commit(late))
         assert.instanceOf(error, StaleClaimError)
         assert.strictEqual(error.epoch, 1)
         assert.strictEqual(error.currentEpoch, 2)
@@ -582,13 +599,13 @@ export const runStoreContract = (
         const ownerBEvents = makeEvents(ownerB.runId, ownerB.lastSeq + 1, 3, 2, "new-owner")
         const committed = yield* store.commit(makeCommit(ownerB, { events: ownerBEvents }))
         assert.strictEqual(committed.claimEpoch, 2)
-        assert.instanceOf(yield* Effect.flip(store.commit(late)), StaleClaimError)
+        assert.instanceOf(yield* failure(store.commit(late)), StaleClaimError)
         const lateAgain = makeCommit(committed, {
           epoch: 1,
           events: makeEvents(ownerB.runId, committed.lastSeq + 1, 2, committed.step + 1, "paused-owner")
         })
         assert.instanceOf(
-          yield* Effect.flip(store.commit(lateAgain)),
+          yield* failure(store.commit(lateAgain)),
           StaleClaimError,
           "the old epoch stays fenced even at the current step"
         )
@@ -884,10 +901,10 @@ export const runStoreContract = (
         const before = yield* snapshot(store, run.runId)
         for (const atSeq of [1, 2, run.lastSeq + 10]) {
           const newRunId = uniqueId("fork")
-          const error = yield* Effect.flip(store.fork(run.runId, { newRunId, atSeq, at: T0 }))
+          const error = yield* failure(store.fork(run.runId, { newRunId, atSeq, at: T0 }))
           assert.instanceOf(error, EventLogCorruptionError, `atSeq ${atSeq}`)
           assert.strictEqual(error.runId, run.runId)
-          assert.instanceOf(yield* Effect.flip(store.get(newRunId)), RunNotFoundError, "no fork was created")
+          assert.instanceOf(yield* failure(store.get(newRunId)), RunNotFoundError, "no fork was created")
         }
         assert.deepStrictEqual(yield* snapshot(store, run.runId), before)
       }))
@@ -910,14 +927,14 @@ export const runStoreContract = (
         assert.strictEqual(yield* store.compact(runId, 1), 0, "nothing lies before seq 1")
         assert.strictEqual(yield* store.compact(runId, 3), 2, "drops seqs 1 and 2")
         for (const afterSeq of [0, 1]) {
-          const error = yield* Effect.flip(store.events(runId, afterSeq))
+          const error = yield* failure(store.events(runId, afterSeq))
           assert.instanceOf(error, EventLogCorruptionError, `reading after ${afterSeq}`)
           assert.strictEqual(error.runId, runId)
         }
         assert.deepStrictEqual(yield* store.events(runId, 2), all.slice(2))
 
         assert.strictEqual(yield* store.compact(runId, run.lastSeq + 100), oldest - 2, "stops at the oldest checkpoint")
-        assert.instanceOf(yield* Effect.flip(store.events(runId, oldest - 1)), EventLogCorruptionError)
+        assert.instanceOf(yield* failure(store.events(runId, oldest - 1)), EventLogCorruptionError)
         assert.deepStrictEqual(yield* store.events(runId, oldest), all.slice(oldest), "what a checkpoint needs remains")
         assert.deepStrictEqual(yield* store.events(runId, run.lastSeq - 1), all.slice(run.lastSeq - 1))
         assert.strictEqual(yield* store.compact(runId, run.lastSeq + 100), 0, "compacting again drops nothing")
@@ -941,7 +958,7 @@ export const runStoreContract = (
         const all = yield* store.events(run.runId, 0)
         assert.strictEqual(yield* store.compact(run.runId, run.lastSeq + 1), 1, "only the first checkpoint's event")
         assert.deepStrictEqual(yield* store.events(run.runId, 1), all.slice(1))
-        assert.instanceOf(yield* Effect.flip(store.events(run.runId, 0)), EventLogCorruptionError)
+        assert.instanceOf(yield* failure(store.events(run.runId, 0)), EventLogCorruptionError)
       }))
 
     it.effect("SQL-hostile ids, tenants and graph ids are stored verbatim and matched exactly", () =>
@@ -1054,14 +1071,14 @@ export const runStoreContract = (
                 break
               }
               case "staleEpoch": {
-                const error = yield* Effect.flip(
+                const error = yield* failure(
                   store.commit(makeCommit(run, { epoch: run.claimEpoch - 1, events: fresh(op.events) }))
                 )
                 assert.instanceOf(error, StaleClaimError)
                 break
               }
               case "wrongStep": {
-                const error = yield* Effect.flip(store.commit(makeCommit(run, {
+                const error = yield* failure(store.commit(makeCommit(run, {
                   expectedStep: run.step + op.delta,
                   step: run.step + op.delta + 1,
                   events: fresh(op.events)
@@ -1071,13 +1088,13 @@ export const runStoreContract = (
               }
               case "duplicateSeq": {
                 const events = makeEvents(runId, run.lastSeq, op.events, step, node)
-                const error = yield* Effect.flip(store.commit(makeCommit(run, { events })))
+                const error = yield* failure(store.commit(makeCommit(run, { events })))
                 assert.instanceOf(error, EventSequenceConflictError)
                 break
               }
               case "gapSeq": {
                 const events = fresh(op.events).map((e, j) => (j >= op.at ? { ...e, seq: e.seq + 1 } : e))
-                const error = yield* Effect.flip(store.commit(makeCommit(run, { events })))
+                const error = yield* failure(store.commit(makeCommit(run, { events })))
                 assert.instanceOf(error, EventSequenceConflictError)
                 break
               }
@@ -1089,7 +1106,7 @@ export const runStoreContract = (
           assert.deepStrictEqual(yield* store.get(runId), run)
           assert.deepStrictEqual(yield* store.checkpoints(runId), checkpoints.slice(-retain))
         }),
-      { fastCheck: { numRuns: propertyRuns } }
+      { timeout: options.propertyTimeoutMillis ?? 120_000, fastCheck: { numRuns: propertyRuns } }
     )
   })
 }

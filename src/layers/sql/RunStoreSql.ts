@@ -6,7 +6,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Effect, Either, Layer, Option, Schema } from "effect"
+import { Duration, Effect, Either, Layer, Option, Schedule, Schema } from "effect"
 import {
   EventLogCorruptionError,
   formatParseError,
@@ -110,6 +110,22 @@ const toCheckpoint = (row: CheckpointRow): Either.Either<Checkpoint, EventLogCor
       corrupt(row.run_id, `checkpoint at sequence ${row.seq} does not decode: ${formatParseError(e)}`)
   )
 
+/** Connection loss, serialization failures and deadlocks: worth retrying a fenced commit for. */
+const isTransient = (error: unknown) => {
+  if ((error as { _tag?: string })._tag !== "SqlError") return false
+  const cause = (error as SqlError).cause as { readonly code?: unknown } | undefined
+  const code = typeof cause?.code === "string" ? cause.code : ""
+  return code.startsWith("08") || code === "40001" || code === "40P01" || code === "57P01" ||
+    code === "ECONNRESET" || code === "ECONNREFUSED" || code === "EPIPE"
+}
+
+/** Full-jitter exponential backoff for transient failures of a commit: 25 ms doubling, capped at 1 s, 5 retries. */
+const transientRetry = Schedule.exponential("25 millis").pipe(
+  Schedule.modifyDelay((d) => Duration.millis(Math.min(Duration.toMillis(d), 1000))),
+  Schedule.jitteredWith({ min: 0, max: 1 }),
+  Schedule.intersect(Schedule.recurs(5))
+)
+
 const isUniqueViolation = (error: SqlError) => {
   const cause = error.cause as { readonly code?: unknown } | undefined
   return cause?.code === "23505"
@@ -206,6 +222,21 @@ export const make = (options: Options = {}) =>
         "create"
       )
 
+    /**
+     * After a retried commit finds nothing to update: whether an earlier attempt did land (its reply
+     * was lost with the connection), which shows as the row already at this commit's position under
+     * the same epoch.
+     */
+    const landed = (c: StepCommit) =>
+      Effect.flatMap(findRun(c.runId).pipe(Effect.option), (run) =>
+        Effect.succeed(
+          Option.isSome(run) && run.value.claimEpoch === c.epoch && run.value.step === c.step &&
+            run.value.lastSeq === (c.events[c.events.length - 1]?.seq ?? run.value.lastSeq) &&
+            run.value.status === c.status && run.value.updatedAt === c.at
+            ? run.value
+            : undefined
+        ))
+
     const diagnose = (c: StepCommit, first: number | null) =>
       Effect.flatMap(
         sql<{ readonly claim_epoch: string | number; readonly step: string | number; readonly last_seq: string | number }>`
@@ -274,10 +305,22 @@ export const make = (options: Options = {}) =>
               )
           )
           SELECT * FROM upd`
-        return statement.pipe(
+        let attempts = 0
+        const attempt = Effect.suspend(() => {
+          attempts++
+          return statement
+        })
+        return attempt.pipe(
+          Effect.retry({ schedule: transientRetry, while: isTransient }),
           Effect.catchIf(isUniqueViolation, () =>
             Effect.fail(new EventSequenceConflictError({ runId: c.runId, seq: first ?? 0, lastSeq: (first ?? 1) - 1 }))),
-          Effect.flatMap(([row]) => row === undefined ? diagnose(c, first) : orCorrupt(toRun(row))),
+          Effect.flatMap(([row]) =>
+            row !== undefined
+              ? orCorrupt(toRun(row))
+              : attempts > 1
+              ? landed(c).pipe(Effect.flatMap((run) => run === undefined ? diagnose(c, first) : Effect.succeed(run)))
+              : diagnose(c, first)
+          ),
           (effect) => dieSql(effect, "commit")
         )
       })
