@@ -1,0 +1,423 @@
+/**
+ * W4: the W1 chain (10 nodes, each adding 1) with every step durably committed through the SQL
+ * `RunStore`: (a) 200 runs one after another, (b) 400 runs 8 at a time. Measured on the embedded
+ * store (PGlite in a temporary data directory) and on a Postgres server (a database created for the
+ * bench and dropped afterwards), with the database's commits per step from `pg_stat_database`,
+ * beside the server's single-connection commit rate measured with `pgbench` in the same run.
+ *
+ * `npm run bench -- W4 [embedded|server|all]` (default `all`).
+ */
+import * as Command from "@effect/platform/Command"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import { PgClient } from "@effect/sql-pg"
+import { Array as Arr, Clock, Config, Console, Context, Data, Duration, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
+import { loadavg } from "node:os"
+import * as NodePath from "node:path"
+import { CircuitBreaker, Runner } from "../src/index.js"
+import * as Migrations from "../src/layers/sql/Migrations.js"
+import * as PgliteClient from "../src/layers/sql/PgliteClient.js"
+import * as RunStoreSql from "../src/layers/sql/RunStoreSql.js"
+import { check, round, timed, type Workload } from "./Harness.js"
+import { chain } from "./W1.js"
+
+const CHAIN = 10
+const SEQ_RUNS = 200
+const PAR_RUNS = 400
+const PAR = 8
+const WARMUP_SEQ_RUNS = 20
+const WARMUP_PAR_RUNS = 40
+/** Server pool size, kept open for the whole bench so no connection start-up lands in a measured window. */
+const POOL = 10
+const PGBENCH_SECONDS = 10
+const DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test"
+
+/** Which engines a W4 invocation measures. */
+export type Target = "embedded" | "server"
+
+/** Something the bench needed from the machine (a server, `pgbench`, statistics) was not there. */
+class Unavailable extends Data.TaggedError("Unavailable")<{ readonly what: string; readonly reason: string }> {
+  override get message() {
+    return `${this.what}: ${this.reason}`
+  }
+}
+
+const describe = (cause: unknown): string => {
+  if (typeof cause === "object" && cause !== null) {
+    const inner = (cause as { readonly cause?: unknown }).cause
+    const message = (cause as { readonly message?: unknown }).message
+    const own = typeof message === "string" ? message : String(cause)
+    return inner === undefined ? own : `${own} (${describe(inner)})`
+  }
+  return String(cause)
+}
+
+/** Reads a database's committed-transaction counter after flushing every session's pending statistics. */
+interface CommitCounter {
+  readonly read: Effect.Effect<number, Unavailable>
+}
+
+const toCount = (what: string) => (rows: ReadonlyArray<{ readonly xact_commit: string | number | null }>) =>
+  rows[0]?.xact_commit === undefined || rows[0].xact_commit === null
+    ? Effect.fail(new Unavailable({ what, reason: "pg_stat_database has no row for the database" }))
+    : Effect.succeed(Number(rows[0].xact_commit))
+
+const statsError = (what: string) => (e: SqlError) => new Unavailable({ what, reason: describe(e) })
+
+/** PGlite is one session: force its pending statistics out, then read them in the same session. */
+const embeddedCounter: Effect.Effect<CommitCounter, never, SqlClient.SqlClient> = Effect.map(
+  SqlClient.SqlClient,
+  (sql) => ({
+    read: Effect.zipRight(
+      sql`SELECT pg_stat_force_next_flush()`,
+      sql<{ readonly xact_commit: string | number | null }>`
+        SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`
+    ).pipe(Effect.mapError(statsError("embedded commit counter")), Effect.flatMap(toCount("embedded commit counter")))
+  })
+)
+
+/**
+ * A server backend flushes its statistics when idle, at most once a second and otherwise up to 10 s
+ * later. Force the flush on every pooled connection (one sleeping statement each, all at once, so
+ * each lands on its own connection), then read the counter through the separate admin connection.
+ */
+const serverCounter = (admin: SqlClient.SqlClient, database: string): Effect.Effect<CommitCounter, never, SqlClient.SqlClient> =>
+  Effect.map(SqlClient.SqlClient, (sql) => ({
+    read: Effect.forEach(
+      Arr.range(1, POOL),
+      () => sql`SELECT pg_stat_force_next_flush() FROM pg_sleep(0.05)`,
+      { concurrency: POOL, discard: true }
+    ).pipe(
+      Effect.zipRight(admin<{ readonly xact_commit: string | number | null }>`
+        SELECT xact_commit FROM pg_stat_database WHERE datname = ${database}`),
+      Effect.mapError(statsError("server commit counter")),
+      Effect.flatMap(toCount("server commit counter"))
+    )
+  }))
+
+/** The durable runtime under test: the runner over the SQL store, over the `SqlClient` in context. */
+const DurableRuntime: Layer.Layer<Runner.Runner, never, SqlClient.SqlClient> = Runner.layer().pipe(
+  Layer.provide(Layer.merge(RunStoreSql.layer(), CircuitBreaker.layer))
+)
+
+type Chain = Effect.Effect.Success<ReturnType<typeof chain>>
+
+const runOne = (graph: Chain, label: string) =>
+  Effect.gen(function*() {
+    const runner = yield* Runner.Runner
+    const handle = yield* runner.start(graph, {})
+    const result = yield* handle.result
+    yield* check(
+      "W4",
+      result.status === "completed" && result.state.count === CHAIN && result.step === CHAIN,
+      () =>
+        `${label} run ${handle.runId}: status ${result.status}, count ${result.state.count}, step ${result.step} ` +
+        `(want completed, ${CHAIN}, ${CHAIN})`
+    )
+    return result.step
+  })
+
+const runMany = (graph: Chain, label: string, runs: number, concurrency: number) =>
+  Effect.map(
+    Effect.forEach(Arr.range(1, runs), () => runOne(graph, label), { concurrency }),
+    (steps) => steps.reduce((a, b) => a + b, 0)
+  )
+
+/** One measured phase: throughput, and the database's commits over it (null when the counter is unavailable). */
+const phase = (
+  graph: Chain,
+  counter: Option.Option<{ readonly counter: CommitCounter; readonly overhead: number }>,
+  label: string,
+  runs: number,
+  concurrency: number
+) =>
+  Effect.gen(function*() {
+    const before = Option.isNone(counter) ? undefined : yield* counter.value.counter.read
+    const { cpuMs, value: steps, wallMs } = yield* timed(runMany(graph, label, runs, concurrency))
+    const after = Option.isNone(counter) ? undefined : yield* counter.value.counter.read
+    const commits = before === undefined || after === undefined || Option.isNone(counter)
+      ? null
+      : after - before - counter.value.overhead
+    return {
+      runs,
+      concurrency,
+      steps,
+      steps_per_s: Math.round(steps / (wallMs / 1000)),
+      us_per_step: round((wallMs * 1000) / steps, 1),
+      cpu_us_per_step: round((cpuMs * 1000) / steps, 1),
+      wall_ms: round(wallMs),
+      cpu_ms: round(cpuMs),
+      commits,
+      commits_per_step: commits === null ? null : round(commits / steps, 3),
+      commits_per_run: commits === null ? null : round(commits / runs, 2)
+    }
+  })
+
+/**
+ * Migrates the database, warms up, then measures both phases on the runtime built over `sqlLayer`,
+ * and finally checks in the database that every run completed at step 10.
+ */
+const measureEngine = <E>(
+  label: Target,
+  sqlLayer: Layer.Layer<SqlClient.SqlClient, E>,
+  makeCounter: Effect.Effect<CommitCounter, never, SqlClient.SqlClient>
+) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* Migrations.migrate
+    const [info] = yield* sql<{ readonly version: string; readonly fsync: string; readonly synchronous_commit: string }>`
+      SELECT version() AS version, current_setting('fsync') AS fsync,
+             current_setting('synchronous_commit') AS synchronous_commit`
+    const graph = yield* chain(`bench-w4-${label}`, CHAIN, () => Effect.succeed({ count: 1 }))
+    const counterUnderTest = yield* makeCounter
+
+    return yield* Effect.gen(function*() {
+      yield* runMany(graph, `${label} warm-up`, WARMUP_SEQ_RUNS, 1)
+      yield* runMany(graph, `${label} warm-up`, WARMUP_PAR_RUNS, PAR)
+
+      const calibrated = yield* Effect.either(Effect.gen(function*() {
+        const a = yield* counterUnderTest.read
+        const b = yield* counterUnderTest.read
+        return { counter: counterUnderTest, overhead: b - a }
+      }))
+      if (Either.isLeft(calibrated)) {
+        yield* Console.error(`W4 ${label}: commits per step not measured: ${calibrated.left.message}`)
+      }
+      const counter = Either.getRight(calibrated)
+      const stillCounting = (e: Unavailable) =>
+        Effect.zipRight(
+          Console.error(`W4 ${label}: commits per step not measured: ${e.message}`),
+          Effect.succeed(Option.none<{ readonly counter: CommitCounter; readonly overhead: number }>())
+        )
+
+      const seq = yield* phase(graph, counter, `${label} sequential`, SEQ_RUNS, 1).pipe(
+        Effect.catchTag("Unavailable", (e) => Effect.flatMap(stillCounting(e), (none) => phase(graph, none, `${label} sequential`, SEQ_RUNS, 1)))
+      )
+      const par = yield* phase(graph, counter, `${label} parallel`, PAR_RUNS, PAR).pipe(
+        Effect.catchTag("Unavailable", (e) => Effect.flatMap(stillCounting(e), (none) => phase(graph, none, `${label} parallel`, PAR_RUNS, PAR)))
+      )
+
+      const expected = WARMUP_SEQ_RUNS + WARMUP_PAR_RUNS + SEQ_RUNS + PAR_RUNS
+      const [stored] = yield* sql<{ readonly total: string | number; readonly done: string | number }>`
+        SELECT count(*) AS total, count(*) FILTER (WHERE status = 'completed' AND step = ${CHAIN}) AS done
+        FROM fibergraph.runs`
+      yield* check(
+        "W4",
+        Number(stored?.total) === expected && Number(stored?.done) === expected,
+        () => `${label}: the database holds ${stored?.total} runs, ${stored?.done} completed at step ${CHAIN} (want ${expected})`
+      )
+
+      const commits = seq.commits === null || par.commits === null ? null : seq.commits + par.commits
+      return {
+        engine: info?.version.split(" on ")[0] ?? "unknown",
+        fsync: info?.fsync ?? "unknown",
+        synchronous_commit: info?.synchronous_commit ?? "unknown",
+        seq_steps_per_s: seq.steps_per_s,
+        par8_steps_per_s: par.steps_per_s,
+        commits_per_step: commits === null ? null : round(commits / (seq.steps + par.steps), 3),
+        commits_per_run: commits === null ? null : round(commits / (seq.runs + par.runs), 2),
+        stats_overhead: Option.isNone(counter) ? null : counter.value.overhead,
+        seq,
+        par8: par
+      }
+    }).pipe(Effect.provide(DurableRuntime))
+  }).pipe(Effect.provide(sqlLayer))
+
+/** The embedded store in a temporary data directory, removed afterwards. */
+const embedded = Effect.gen(function*() {
+  const fs = yield* FileSystem.FileSystem
+  const dir = yield* fs.makeTempDirectoryScoped({ prefix: "fibergraph-w4-" })
+  return yield* measureEngine(
+    "embedded",
+    PgliteClient.layer({ dataDir: NodePath.join(dir, "data") }),
+    embeddedCounter
+  )
+}).pipe(Effect.scoped)
+
+const serverUrl = Config.redacted("DATABASE_URL").pipe(Config.withDefault(Redacted.make(DEFAULT_DATABASE_URL)))
+
+const withDatabase = (url: Redacted.Redacted, database: string) => {
+  const u = new URL(Redacted.value(url))
+  u.pathname = `/${database}`
+  return Redacted.make(u.toString())
+}
+
+/** The admin connection: one connection to the configured database, for DDL and statistics. */
+const connectAdmin = (url: Redacted.Redacted) =>
+  Layer.build(PgClient.layer({ url, maxConnections: 1, connectTimeout: Duration.seconds(5) })).pipe(
+    Effect.map((context) => Context.get(context, PgClient.PgClient)),
+    Effect.mapError((e) => new Unavailable({ what: "Postgres server", reason: describe(e) }))
+  )
+
+/** A database created for the bench through `admin`, dropped (with any lingering sessions) when the scope closes. */
+const scratchDatabase = (admin: SqlClient.SqlClient, purpose: string) =>
+  Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const name = `fibergraph_bench_${purpose}_${process.pid}_${now}`
+    yield* Effect.acquireRelease(
+      Effect.mapError(
+        admin`CREATE DATABASE ${admin(name)}`,
+        (e) => new Unavailable({ what: `CREATE DATABASE ${name}`, reason: describe(e) })
+      ),
+      () =>
+        admin`DROP DATABASE IF EXISTS ${admin(name)} WITH (FORCE)`.pipe(
+          Effect.catchAll((e) => Console.error(`W4: could not drop the bench database ${name}: ${describe(e)}`))
+        )
+    )
+    return name
+  })
+
+const runProcess = (command: Command.Command) =>
+  Effect.scoped(Effect.gen(function*() {
+    const proc = yield* Command.start(command)
+    const [stdout, stderr, exitCode] = yield* Effect.all([
+      Stream.mkString(Stream.decodeText(proc.stdout)),
+      Stream.mkString(Stream.decodeText(proc.stderr)),
+      proc.exitCode
+    ], { concurrency: "unbounded" })
+    return { stdout, stderr, exitCode }
+  }))
+
+/**
+ * The machine's single-connection commit rate: `pgbench` on a scratch database (initialised at
+ * scale 1), one client, a script of one single-row UPDATE, so each transaction commits once.
+ */
+const pgbench = (admin: SqlClient.SqlClient, url: Redacted.Redacted) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const database = yield* scratchDatabase(admin, "pgbench")
+    const target = new URL(Redacted.value(withDatabase(url, database)))
+    const password = decodeURIComponent(target.password)
+    target.password = ""
+    const env = password === "" ? {} : { PGPASSWORD: password }
+    const pgbenchCommand = (...args: Array<string>) =>
+      Command.make("pgbench", ...args, target.toString()).pipe(Command.env(env))
+    const run = (what: string, command: Command.Command) =>
+      runProcess(command).pipe(
+        Effect.mapError((e) => new Unavailable({ what, reason: describe(e) })),
+        Effect.filterOrElse(
+          (r) => r.exitCode === 0,
+          (r) => Effect.fail(new Unavailable({ what, reason: `exit code ${r.exitCode}: ${r.stderr.trim()}` }))
+        )
+      )
+    yield* run("pgbench -i", pgbenchCommand("-i", "-q", "-s", "1"))
+
+    const dir = yield* Effect.mapError(
+      fs.makeTempDirectoryScoped({ prefix: "fibergraph-w4-pgbench-" }),
+      (e) => new Unavailable({ what: "pgbench script", reason: describe(e) })
+    )
+    const script = NodePath.join(dir, "update.sql")
+    yield* Effect.mapError(
+      fs.writeFileString(
+        script,
+        "\\set aid random(1, 100000 * :scale)\nUPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n"
+      ),
+      (e) => new Unavailable({ what: "pgbench script", reason: describe(e) })
+    )
+
+    const commits = admin<{ readonly xact_commit: string | number | null }>`
+      SELECT xact_commit FROM pg_stat_database WHERE datname = ${database}`.pipe(
+      Effect.mapError(statsError("pgbench commit counter")),
+      Effect.flatMap(toCount("pgbench commit counter"))
+    )
+    yield* Effect.sleep("1200 millis")
+    const before = yield* commits
+    const result = yield* run(
+      "pgbench",
+      pgbenchCommand("-n", "-c", "1", "-j", "1", "-T", String(PGBENCH_SECONDS), "-f", script)
+    )
+    yield* Effect.sleep("600 millis")
+    const after = yield* commits
+
+    const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(result.stdout)
+    const transactions = /number of transactions actually processed: (\d+)/.exec(result.stdout)
+    const latency = /latency average = ([\d.]+) ms/.exec(result.stdout)
+    if (tps === null || transactions === null) {
+      return yield* new Unavailable({ what: "pgbench", reason: `unexpected output: ${result.stdout.trim()}` })
+    }
+    const processed = Number(transactions[1])
+    return {
+      tps: round(Number(tps[1]), 1),
+      transactions: processed,
+      latency_ms: latency === null ? null : Number(latency[1]),
+      seconds: PGBENCH_SECONDS,
+      commits_per_tx: round((after - before) / processed, 3),
+      script: "one single-row UPDATE of pgbench_accounts (scale 1), -c 1 -j 1"
+    }
+  }).pipe(Effect.scoped)
+
+/** The server half: a fresh database with a bounded pool, measured, then `pgbench` beside it. */
+const server = Effect.gen(function*() {
+  const url = yield* Effect.mapError(serverUrl, (e) => new Unavailable({ what: "DATABASE_URL", reason: describe(e) }))
+  const admin = yield* connectAdmin(url)
+  const database = yield* scratchDatabase(admin, "w4")
+  const figures = yield* measureEngine(
+    "server",
+    PgClient.layer({
+      url: withDatabase(url, database),
+      maxConnections: POOL,
+      minConnections: POOL,
+      idleTimeout: Duration.minutes(10)
+    }),
+    serverCounter(admin, database)
+  ).pipe(
+    Effect.catchTag("SqlError", (e) => new Unavailable({ what: "server bench database", reason: describe(e) })),
+    Effect.catchTag("ConfigError", (e) => new Unavailable({ what: "server bench database", reason: describe(e) }))
+  )
+  const bench = yield* Effect.either(pgbench(admin, url))
+  if (Either.isLeft(bench)) yield* Console.error(`W4: pgbench not measured: ${bench.left.message}`)
+  return { figures: { ...figures, pool: POOL }, pgbench: Either.getOrNull(bench) }
+}).pipe(Effect.scoped)
+
+const ratio = (a: number | undefined, b: number | undefined) =>
+  a === undefined || b === undefined || b === 0 ? null : round(a / b, 3)
+
+/** The W4 workload over the chosen engines. */
+export const make = (targets: ReadonlyArray<Target>): Workload => ({
+  name: "W4",
+  run: Effect.gen(function*() {
+    const load1Start = loadavg()[0]!
+    const embeddedFigures = targets.includes("embedded") ? yield* embedded : null
+    const serverHalf = targets.includes("server")
+      ? yield* server.pipe(
+        Effect.catchTag("Unavailable", (e) =>
+          Effect.as(Console.error(`W4: server half not measured: ${e.message}`), null))
+      )
+      : null
+    const load1End = loadavg()[0]!
+    const tps = serverHalf?.pgbench?.tps
+    return {
+      workload: "W4",
+      targets,
+      chain: CHAIN,
+      runs: { seq: SEQ_RUNS, par8: PAR_RUNS },
+      embedded: embeddedFigures,
+      server: serverHalf?.figures ?? null,
+      pgbench_tps: tps ?? null,
+      pgbench: serverHalf?.pgbench ?? null,
+      ratio_seq: ratio(serverHalf?.figures.seq_steps_per_s, tps),
+      ratio_par8: ratio(serverHalf?.figures.par8_steps_per_s, tps),
+      load1: [round(load1Start, 2), round(load1End, 2)]
+    }
+  }).pipe(Effect.provide(NodeContext.layer))
+})
+
+/** `W4 [embedded|server|all]`: the workload for those arguments, or `undefined` when they are not valid. */
+export const parse = (args: ReadonlyArray<string>): Workload | undefined => {
+  if (args.length > 1) return undefined
+  switch (args[0] ?? "all") {
+    case "all":
+      return make(["embedded", "server"])
+    case "embedded":
+      return make(["embedded"])
+    case "server":
+      return make(["server"])
+    default:
+      return undefined
+  }
+}
+
+/** The W4 workload on both engines. */
+export const W4: Workload = make(["embedded", "server"])
