@@ -10,6 +10,9 @@
  * `plan` and `background` run in parallel; `search` fans out; `draft` waits for both branches;
  * `critique` loops back through `revise` until the draft is good enough; `approve` parks the run
  * for a human, and this script answers as the human would. Events print as they commit.
+ *
+ * The run is durable: it is stored in the embedded Postgres in ./.fibergraph (or wherever
+ * FIBERGRAPH_STORE / DATABASE_URL point: `postgres://…`, `pglite://<dir>`, `memory://`).
  */
 import { Effect, Layer, Schema, Stream } from "effect"
 import {
@@ -19,9 +22,9 @@ import {
   Graph,
   Node,
   Runner,
-  RunStoreMemory,
   ScriptedModel,
-  State
+  State,
+  Store
 } from "../src/index.js"
 
 const Research = State.define({
@@ -136,6 +139,8 @@ const graph = Graph.make({ id: "research", version: 1, state: Research })
 
 const program = Effect.gen(function*() {
   const compiled = yield* graph
+  const store = yield* Store.Store
+  yield* Effect.log(`store: ${store.url}`)
   const runner = yield* Runner.Runner
   const run = yield* runner.start(compiled, { question: "Why are there tides?" }, {
     budget: { usd: 0.5 },
@@ -155,7 +160,7 @@ const program = Effect.gen(function*() {
 })
 
 const MainLayer = Runner.layer().pipe(
-  Layer.provide(Layer.mergeAll(RunStoreMemory.layer(), CircuitBreaker.layer, EventSinkConsole.layer()))
+  Layer.provideMerge(Layer.mergeAll(Store.layerConfig, CircuitBreaker.layer, EventSinkConsole.layer()))
 )
 
 Effect.runPromise(
