@@ -117,6 +117,26 @@ export class Runner extends Context.Tag("fibergraph/Runner")<Runner, {
     graph: CompiledGraph<any, E, R> & { readonly state: { readonly schema: { readonly Type: S } } },
     runId: string
   ) => Effect.Effect<RunHandle<S>, LoadError, R>
+  /**
+   * Continues a run whose claim this process already holds (a worker's claim bumped its epoch):
+   * loads it (migrating its checkpoint if the graph declares how) and starts its actor.
+   */
+  readonly adopt: <S, E, R>(
+    graph: CompiledGraph<any, E, R> & { readonly state: { readonly schema: { readonly Type: S } } },
+    run: RunRecord
+  ) => Effect.Effect<RunHandle<S>, LoadError, R>
+  /**
+   * Answers a waiting run and commits the answer without running it here (a worker continues it);
+   * returns the run's status after the answer: `running`, still `waiting` on others, or `cancelled`.
+   */
+  readonly answer: <E, R>(
+    graph: CompiledGraph<any, E, R>,
+    runId: string,
+    response: HumanResponse,
+    target?: ResponseTarget
+  ) => Effect.Effect<RunStatus, LoadError | RunStatusError | InputValidationError | StaleClaimError, R>
+  /** Stops a run's actor in this process without writing anything (a lost lease, a shutdown). */
+  readonly stop: (runId: string) => Effect.Effect<void>
   /** Answers a waiting run (approve, reject, edit or timeout) and continues it. */
   readonly respond: <E, R>(
     graph: CompiledGraph<any, E, R>,
@@ -174,6 +194,72 @@ const budgetOf = (b: { readonly tokens?: number; readonly usd?: number } | undef
   tokens: b?.tokens ?? null,
   usd: b?.usd ?? null
 })
+
+/** A commit whose only failure a caller can act on is a lost claim; anything else is a defect. */
+const fenced = (...args: Parameters<typeof commit>) =>
+  commit(...args).pipe(
+    Effect.catchIf((e): e is Exclude<typeof e, StaleClaimError> => !(e instanceof StaleClaimError), Effect.die)
+  )
+
+/**
+ * Applies a human response to a waiting run and commits it: the targeted open interrupts (all, by
+ * default) receive it, an edit's updates are decoded and merged first, and a rejected breakpoint
+ * cancels the run. Returns the run's status after the commit.
+ */
+const answerRun = (
+  deps: Deps,
+  graph: CompiledGraph,
+  run: RunRecord,
+  pos: Position,
+  response: HumanResponse,
+  target: ResponseTarget | undefined
+): Effect.Effect<"running" | "waiting" | "cancelled", RunStatusError | InputValidationError | StaleClaimError> =>
+  Effect.gen(function*() {
+    const runId = run.runId
+    if (run.status !== "waiting") {
+      return yield* Effect.fail(new RunStatusError({ runId, status: run.status, expected: "waiting" }))
+    }
+    const awaiting = (i: Interrupt) => !i.answered
+    const targeted = (i: Interrupt) =>
+      awaiting(i) &&
+      (target?.node === undefined || target.node === i.node) &&
+      (target?.index === undefined || target.index === i.index)
+    const interrupts = pos.interrupts
+    if (!interrupts.some(targeted)) {
+      return yield* Effect.fail(
+        new RunStatusError({ runId, status: run.status, expected: `waiting on ${target?.node ?? "a node"}` })
+      )
+    }
+    const stamp = stampFor(deps.env, pos.step)
+    if (response._tag === "reject" && interrupts.some((i) => targeted(i) && i.kind !== "node")) {
+      yield* fenced(deps, run, {
+        status: "cancelled",
+        events: [stamp({ _tag: "RunCancelled", reason: "rejected at breakpoint" })],
+        pos: undefined
+      })
+      return "cancelled" as const
+    }
+    let state = pos.state
+    if (response._tag === "edit") {
+      const update = yield* decodeUpdate(graph, response.update)
+      state = State.reduce(graph.state, state, update)
+    }
+    const answered: Position = {
+      ...pos,
+      state,
+      interrupts: interrupts.flatMap((i) =>
+        !targeted(i) ? [i] : i.kind === "after" ? [] : [{ ...i, resumes: [...i.resumes, response], answered: true }]
+      )
+    }
+    const stillWaiting = interrupts.some((i) => awaiting(i) && !targeted(i))
+    yield* fenced(deps, run, {
+      status: stillWaiting ? "waiting" : "running",
+      events: [stamp({ _tag: "RunResumed", response: response._tag })],
+      pos: answered,
+      waitUntil: stillWaiting ? run.waitUntil : null
+    })
+    return stillWaiting ? "waiting" as const : "running" as const
+  })
 
 /** Builds a runner whose actors live as long as the surrounding scope. */
 export const make = (options: Options = {}) =>
@@ -258,12 +344,6 @@ export const make = (options: Options = {}) =>
       resumeSource: undefined
     })
 
-    /** A commit whose only failure a caller can act on is a lost claim; anything else is a defect. */
-    const fenced = (...args: Parameters<typeof commit>) =>
-      commit(...args).pipe(
-        Effect.catchIf((e): e is Exclude<typeof e, StaleClaimError> => !(e instanceof StaleClaimError), Effect.die)
-      )
-
     /** Spawns the actor of an owned run (`run.claimEpoch` is ours). */
     const spawn = <R>(graph: CompiledGraph, owned: RunRecord, startPos: Position) =>
       Effect.gen(function*() {
@@ -318,59 +398,13 @@ export const make = (options: Options = {}) =>
           })
           const accept = (response: HumanResponse, target: ResponseTarget | undefined) =>
             Effect.gen(function*() {
-              const run = latest.run
-              if (run.status !== "waiting") {
-                return yield* Effect.fail(new RunStatusError({ runId, status: run.status, expected: "waiting" }))
-              }
-              const awaiting = (i: Interrupt) => !i.answered
-              const targeted = (i: Interrupt) =>
-                awaiting(i) &&
-                (target?.node === undefined || target.node === i.node) &&
-                (target?.index === undefined || target.index === i.index)
-              const interrupts = latest.pos.interrupts
-              if (!interrupts.some(targeted)) {
-                return yield* Effect.fail(
-                  new RunStatusError({ runId, status: run.status, expected: `waiting on ${target?.node ?? "a node"}` })
-                )
-              }
-              const stamp = stampFor(env, latest.pos.step)
-              if (response._tag === "reject" && interrupts.some((i) => targeted(i) && i.kind !== "node")) {
-                yield* fenced(deps, run, {
-                  status: "cancelled",
-                  events: [stamp({ _tag: "RunCancelled", reason: "rejected at breakpoint" })],
-                  pos: undefined
-                })
-                return "ended" as const
-              }
-              let state = latest.pos.state
-              if (response._tag === "edit") {
-                const update = yield* decodeUpdate(graph, response.update)
-                state = State.reduce(graph.state, state, update)
-              }
-              const answered: Position = {
-                ...latest.pos,
-                state,
-                interrupts: interrupts.flatMap((i) =>
-                  !targeted(i) ? [i] : i.kind === "after" ? [] : [{ ...i, resumes: [...i.resumes, response], answered: true }]
-                )
-              }
-              const stillWaiting = interrupts.some((i) => awaiting(i) && !targeted(i))
-              const events = [stamp({
-                _tag: "RunResumed",
-                response: response._tag
-              })]
-              yield* fenced(deps, run, {
-                status: stillWaiting ? "waiting" : "running",
-                events,
-                pos: answered,
-                waitUntil: stillWaiting ? run.waitUntil : null
-              })
-              if (!stillWaiting) {
+              const outcome = yield* answerRun(deps, graph, latest.run, latest.pos, response, target)
+              if (outcome === "running") {
                 if (timer !== undefined) yield* Fiber.interrupt(timer)
                 timer = undefined
                 yield* startLoop()
               }
-              return "continued" as const
+              return outcome === "cancelled" ? "ended" as const : "continued" as const
             })
 
           if (latest.run.status === "pending" || latest.run.status === "running") yield* startLoop()
@@ -651,6 +685,41 @@ export const make = (options: Options = {}) =>
         return { pos, migrated: true }
       })
 
+    /** Loads a run we own (its epoch is ours) for `graph`, committing a checkpoint migration if one applies. */
+    const own = (graph: CompiledGraph, run: RunRecord) =>
+      Effect.gen(function*() {
+        const runId = run.runId
+        const { migrated, pos } = yield* load(graph, run)
+        if (!migrated) return { owned: run, pos }
+        const now = yield* Clock.currentTimeMillis
+        const event: RunEvent = {
+          _tag: "RunMigrated",
+          runId,
+          seq: run.lastSeq + 1,
+          step: run.step,
+          at: now,
+          fromVersion: run.graphVersion,
+          toVersion: graph.version,
+          graphHash: graph.hash
+        }
+        const owned = yield* store.commit({
+          runId,
+          epoch: run.claimEpoch,
+          expectedStep: run.step,
+          step: run.step,
+          status: run.status,
+          events: [event],
+          checkpoint: toCheckpoint(graph, runId, pos, event.seq, now),
+          usage: run.usage,
+          waitUntil: run.waitUntil,
+          error: run.error,
+          at: now,
+          graph: { version: graph.version, hash: graph.hash }
+        }).pipe(Effect.orDie)
+        yield* publish(runId)([event])
+        return { owned, pos }
+      })
+
     const resume = <S, E, R>(graph: CompiledGraph<any, E, R>, runId: string) =>
       Effect.gen(function*() {
         const run = yield* store.get(runId)
@@ -658,38 +727,41 @@ export const make = (options: Options = {}) =>
           yield* checkGraph(graph, run)
           return handle<S>(graph, runId)
         }
-        const { migrated, pos } = yield* load(graph, run)
-        let owned = yield* store.acquire(runId)
-        if (migrated) {
-          const now = yield* Clock.currentTimeMillis
-          const event: RunEvent = {
-            _tag: "RunMigrated",
-            runId,
-            seq: owned.lastSeq + 1,
-            step: owned.step,
-            at: now,
-            fromVersion: owned.graphVersion,
-            toVersion: graph.version,
-            graphHash: graph.hash
-          }
-          owned = yield* store.commit({
-            runId,
-            epoch: owned.claimEpoch,
-            expectedStep: owned.step,
-            step: owned.step,
-            status: owned.status,
-            events: [event],
-            checkpoint: toCheckpoint(graph, runId, pos, event.seq, now),
-            usage: owned.usage,
-            waitUntil: owned.waitUntil,
-            error: owned.error,
-            at: now,
-            graph: { version: graph.version, hash: graph.hash }
-          }).pipe(Effect.orDie)
-          yield* publish(runId)([event])
-        }
+        yield* load(graph, run)
+        const { owned, pos } = yield* own(graph, yield* store.acquire(runId))
         yield* spawn<R>(graph, owned, pos)
         return handle<S>(graph, runId)
+      })
+
+    const adopt = <S, E, R>(graph: CompiledGraph<any, E, R>, run: RunRecord) =>
+      Effect.gen(function*() {
+        if (actors.has(run.runId)) yield* FiberMap.remove(fibers, run.runId)
+        const { owned, pos } = yield* own(graph, run)
+        if (!terminalStatuses.has(owned.status)) yield* spawn<R>(graph, owned, pos)
+        return handle<S>(graph, run.runId)
+      })
+
+    const answer = <E, R>(graph: CompiledGraph<any, E, R>, runId: string, response: HumanResponse, target?: ResponseTarget) =>
+      Effect.gen(function*() {
+        if (actors.has(runId)) {
+          yield* respond(graph, runId, response, target)
+          return (yield* store.get(runId)).status
+        }
+        const run = yield* store.get(runId)
+        if (run.status !== "waiting") {
+          return yield* Effect.fail(new RunStatusError({ runId, status: run.status, expected: "waiting" }))
+        }
+        yield* load(graph, run)
+        const { owned, pos } = yield* own(graph, yield* store.acquire(runId))
+        const clock = yield* Effect.clock
+        const deps: Deps = {
+          env: envOf(graph, owned, clock),
+          store,
+          epoch: owned.claimEpoch,
+          publish: publish(runId),
+          onCommit: () => undefined
+        }
+        return yield* answerRun(deps, graph, owned, pos, response, target)
       })
 
     const ask = <A extends Message>(runId: string, message: A) =>
@@ -752,6 +824,9 @@ export const make = (options: Options = {}) =>
     return Runner.of({
       start: start as Runner["Type"]["start"],
       resume: resume as Runner["Type"]["resume"],
+      adopt: adopt as Runner["Type"]["adopt"],
+      answer,
+      stop: (runId) => FiberMap.remove(fibers, runId),
       respond,
       cancel,
       events,
