@@ -43,6 +43,7 @@ import { type Env, type Position, SpendTracker, startFrontier } from "./internal
 import type { HumanResponse } from "./Node.js"
 import { EventSink } from "./services/EventSink.js"
 import {
+  type Checkpoint,
   type Interrupt,
   type RunConfig,
   type RunRecord,
@@ -117,6 +118,15 @@ export class Runner extends Context.Tag("fibergraph/Runner")<Runner, {
     graph: CompiledGraph<any, E, R> & { readonly state: { readonly schema: { readonly Type: S } } },
     runId: string
   ) => Effect.Effect<RunHandle<S>, LoadError, R>
+  /** Validates a new run's input and builds its first row, event and checkpoint, without storing them (for a queue's submit). */
+  readonly prepare: <S>(
+    graph: CompiledGraph & { readonly state: { readonly schema: { readonly Type: S } } },
+    input: Partial<S>,
+    options?: StartOptions
+  ) => Effect.Effect<
+    { readonly run: RunRecord; readonly events: ReadonlyArray<RunEvent>; readonly checkpoint: Checkpoint },
+    StartError
+  >
   /**
    * Continues a run whose claim this process already holds (a worker's claim bumped its epoch):
    * loads it (migrating its checkpoint if the graph declares how) and starts its actor.
@@ -568,24 +578,24 @@ export const make = (options: Options = {}) =>
       return `run_${now.toString(36).padStart(9, "0")}${a.toString(36).padStart(6, "0")}${b.toString(36).padStart(6, "0")}`
     })
 
-    const start = <S, E, R>(graph: CompiledGraph<any, E, R>, input: Partial<S>, opts: StartOptions = {}) =>
+    /** Validates a new run's input and builds its first row, event and checkpoint, without storing them. */
+    const prepare = (graph: CompiledGraph, input: Record<string, unknown>, opts: StartOptions = {}) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
         const runId = opts.runId ?? (yield* newRunId)
-        const given = input as Record<string, unknown>
-        for (const key of Object.keys(given)) {
+        for (const key of Object.keys(input)) {
           const validate = graph.state.validators[key]
           if (validate === undefined) {
             return yield* Effect.fail(
               new InputValidationError({ graphId: graph.id, detail: `unknown state key "${key}"; the state has [${graph.state.keys.join(", ")}]` })
             )
           }
-          const problem = given[key] === undefined ? undefined : validate(given[key])
+          const problem = input[key] === undefined ? undefined : validate(input[key])
           if (problem !== undefined) {
             return yield* Effect.fail(new InputValidationError({ graphId: graph.id, detail: `key "${key}": ${problem}` }))
           }
         }
-        const state = State.initial(graph.state, given)
+        const state = State.initial(graph.state, input)
         const frontier = startFrontier({ graph, prefix: "" }, state)
         if (!Array.isArray(frontier)) return yield* Effect.fail(frontier as StateValidationError | RoutingError)
         const deadline = opts.deadline !== undefined
@@ -632,13 +642,19 @@ export const make = (options: Options = {}) =>
           graphVersion: graph.version,
           graphHash: graph.hash
         }
-        const created = yield* store.create(run, [started], toCheckpoint(graph, runId, pos, 1, now))
+        return { run, events: [started], checkpoint: toCheckpoint(graph, runId, pos, 1, now), pos }
+      })
+
+    const start = <S, E, R>(graph: CompiledGraph<any, E, R>, input: Partial<S>, opts: StartOptions = {}) =>
+      Effect.gen(function*() {
+        const { checkpoint, events, pos, run } = yield* prepare(graph, input as Record<string, unknown>, opts)
+        const created = yield* store.create(run, events, checkpoint)
         if (created.created) {
-          yield* publish(runId)([started])
-          const owned = yield* Effect.orDie(store.acquire(runId))
+          yield* publish(run.runId)(events)
+          const owned = yield* Effect.orDie(store.acquire(run.runId))
           yield* spawn<R>(graph, owned, pos)
         }
-        return handle<S>(graph, runId)
+        return handle<S>(graph, run.runId)
       })
 
     /**
@@ -825,6 +841,12 @@ export const make = (options: Options = {}) =>
       start: start as Runner["Type"]["start"],
       resume: resume as Runner["Type"]["resume"],
       adopt: adopt as Runner["Type"]["adopt"],
+      prepare: (graph, input, opts) =>
+        Effect.map(prepare(graph, input as Record<string, unknown>, opts), ({ checkpoint, events, run }) => ({
+          run,
+          events,
+          checkpoint
+        })),
       answer,
       stop: (runId) => FiberMap.remove(fibers, runId),
       respond,

@@ -1,0 +1,218 @@
+/**
+ * The workflow worker: claims jobs from the `WorkQueue` (woken by notifications, with a jittered
+ * poll as the fallback), runs each claimed run through the `Runner` under its claim's epoch while a
+ * scoped fiber heartbeats the lease, and stops a run at once when its lease is lost. Closing the
+ * layer stops claiming, gives in-flight runs a grace period to settle and releases the rest.
+ */
+import { Clock, Context, Deferred, Duration, Effect, Fiber, FiberMap, Layer, Option, Random, Schedule, Stream } from "effect"
+import type { CompiledGraph } from "./Graph.js"
+import type { HumanResponse } from "./Node.js"
+import { type LoadError, type ResponseTarget, type RunHandle, Runner, type StartOptions } from "./Runner.js"
+import { GraphRegistry } from "./services/GraphRegistry.js"
+import { RunStore, terminalStatuses } from "./services/RunStore.js"
+import { type Claim, type SubmitOptions, WorkQueue } from "./services/WorkQueue.js"
+
+/** How a worker claims and holds work. */
+export interface Options {
+  /** Identifies this worker in claims (default: host name and pid). */
+  readonly workerId?: string
+  /** Runs held at once (default 4). */
+  readonly concurrency?: number
+  /** How long a claim lasts without a heartbeat (default 30 s). */
+  readonly lease?: Duration.DurationInput
+  /** How often a held claim is renewed (default a third of the lease). */
+  readonly heartbeat?: Duration.DurationInput
+  /** The fallback poll when no notification arrives (default 2 s, jittered). */
+  readonly poll?: Duration.DurationInput
+  /** On shutdown, how long in-flight runs may take to settle before their jobs are released (default 10 s). */
+  readonly shutdownGrace?: Duration.DurationInput
+}
+
+/** What a worker reports about itself (for `/readyz` and metrics). */
+export interface WorkerStatus {
+  readonly workerId: string
+  readonly active: ReadonlyArray<string>
+  readonly claimed: number
+  readonly completed: number
+  readonly leasesLost: number
+  readonly draining: boolean
+}
+
+/** The running worker. */
+export class WorkflowWorker extends Context.Tag("fibergraph/WorkflowWorker")<WorkflowWorker, {
+  readonly status: Effect.Effect<WorkerStatus>
+}>() {}
+
+/** Builds a worker that runs until its scope closes. */
+export const make = (options: Options = {}) =>
+  Effect.gen(function*() {
+    const queue = yield* WorkQueue
+    const runner = yield* Runner
+    const registry = yield* GraphRegistry
+    const store = yield* RunStore
+    const workerId = options.workerId ?? `${(yield* Effect.sync(() => process.env["HOSTNAME"] ?? "worker"))}-${process.pid}`
+    const concurrency = Math.max(1, options.concurrency ?? 4)
+    const leaseMillis = Duration.toMillis(options.lease ?? "30 seconds")
+    const heartbeatMillis = options.heartbeat === undefined ? Math.max(10, Math.floor(leaseMillis / 3)) : Duration.toMillis(options.heartbeat)
+    const pollMillis = Duration.toMillis(options.poll ?? "2 seconds")
+    const graceMillis = Duration.toMillis(options.shutdownGrace ?? "10 seconds")
+
+    const stats = { claimed: 0, completed: 0, leasesLost: 0, draining: false }
+    const held = new Map<string, Claim>()
+    const fibers = yield* FiberMap.make<string>()
+    const slots = yield* Effect.makeSemaphore(concurrency)
+    let wake = yield* Deferred.make<void>()
+    const signal = Effect.suspend(() => Deferred.succeed(wake, undefined))
+
+    const now = Clock.currentTimeMillis
+
+    /** Runs one claimed job to a settled run (or a lost lease), then completes, re-queues or dead-letters it. */
+    const work = (claim: Claim) =>
+      Effect.gen(function*() {
+        const run = claim.run
+        const entry = yield* Effect.either(registry.get(run.graphId, run.graphVersion))
+        if (entry._tag === "Left") {
+          yield* Effect.logError(entry.left.message)
+          return yield* queue.deadLetter(claim, { now: yield* now, error: entry.left.message })
+        }
+        const graph = entry.right.graph
+        const due = run.status !== "waiting" || (run.waitUntil !== null && run.waitUntil <= (yield* now)) ||
+          (run.config.deadline !== null && run.config.deadline <= (yield* now))
+        if (terminalStatuses.has(run.status) || !due) return yield* queue.complete(claim, { now: yield* now })
+
+        const adopted = runner.adopt(graph, run).pipe(Effect.provide(entry.right.context)) as Effect.Effect<
+          RunHandle<unknown>,
+          LoadError
+        >
+        const handle = yield* adopted
+        const lost = yield* Deferred.make<void>()
+        const heartbeat = yield* Effect.flatMap(now, (at) => queue.heartbeat(claim, { now: at, leaseMillis })).pipe(
+          Effect.delay(heartbeatMillis),
+          Effect.forever,
+          Effect.catchTag("LeaseLostError", (error) =>
+            Effect.gen(function*() {
+              stats.leasesLost++
+              yield* Effect.logWarning("claim lost", error.message).pipe(
+                Effect.annotateLogs({ event: "ClaimLost", runId: run.runId, jobId: claim.job.jobId, epoch: claim.epoch })
+              )
+              yield* runner.stop(run.runId)
+              yield* Deferred.succeed(lost, undefined)
+            })),
+          Effect.fork
+        )
+        const settled = yield* Effect.raceFirst(
+          Effect.map(handle.result, Option.some),
+          Effect.as(Deferred.await(lost), Option.none())
+        ).pipe(Effect.ensuring(Fiber.interrupt(heartbeat)))
+        if (Option.isNone(settled)) return
+        const result = settled.value
+        if (result.status === "waiting") {
+          const stored = yield* Effect.orDie(store.get(run.runId))
+          if (stored.waitUntil !== null || stored.config.deadline !== null) {
+            const at = Math.min(stored.waitUntil ?? Number.MAX_SAFE_INTEGER, stored.config.deadline ?? Number.MAX_SAFE_INTEGER)
+            yield* queue.enqueue(run.runId, { now: yield* now, availableAt: at })
+          }
+        } else if (!terminalStatuses.has(result.status)) {
+          return
+        }
+        yield* queue.complete(claim, { now: yield* now })
+        stats.completed++
+      }).pipe(
+        Effect.catchTag("LeaseLostError", (error) =>
+          Effect.logWarning("claim lost", error.message).pipe(Effect.annotateLogs({ event: "ClaimLost", runId: claim.job.runId }))),
+        Effect.catchAllCause((cause) =>
+          Effect.gen(function*() {
+            yield* Effect.logError(`job ${claim.job.jobId} of run ${claim.job.runId} failed`, cause)
+            const delayMillis = Math.min(60_000, 1000 * 2 ** Math.min(10, claim.job.attempts))
+            yield* queue.retryLater(claim, { now: yield* now, error: String(cause), delayMillis }).pipe(Effect.ignore)
+          })
+        ),
+        Effect.ensuring(Effect.sync(() => held.delete(claim.job.jobId))),
+        Effect.annotateLogs({ workerId, runId: claim.job.runId, jobId: claim.job.jobId }),
+        Effect.withSpan("fibergraph.worker.job", { attributes: { "fibergraph.run_id": claim.job.runId } })
+      )
+
+    /** Claims while a slot is free; sleeps until a notification or the jittered poll when nothing is claimable. */
+    const loop = Effect.gen(function*() {
+      while (!stats.draining) {
+        yield* slots.take(1)
+        const claim = yield* Effect.flatMap(now, (at) => queue.claim(workerId, { now: at, leaseMillis })).pipe(
+          Effect.onError(() => slots.release(1))
+        )
+        if (Option.isSome(claim)) {
+          stats.claimed++
+          held.set(claim.value.job.jobId, claim.value)
+          yield* FiberMap.run(fibers, claim.value.job.jobId, Effect.ensuring(work(claim.value), slots.release(1)))
+          continue
+        }
+        yield* slots.release(1)
+        const jitter = yield* Random.nextRange(0.5, 1.5)
+        yield* Effect.raceFirst(Deferred.await(wake), Effect.sleep(Math.round(pollMillis * jitter)))
+        wake = yield* Deferred.make<void>()
+      }
+    })
+
+    yield* queue.wakeups.pipe(Stream.runForEach(() => signal), Effect.retry(Schedule.spaced("1 second")), Effect.forkScoped)
+
+    const loopFiber = yield* Effect.forkScoped(loop)
+
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        stats.draining = true
+        yield* Fiber.interrupt(loopFiber)
+        yield* FiberMap.join(fibers).pipe(Effect.timeout(graceMillis), Effect.ignore)
+        const remaining = [...held.values()]
+        for (const claim of remaining) {
+          yield* runner.stop(claim.job.runId)
+          yield* FiberMap.remove(fibers, claim.job.jobId)
+          yield* Effect.flatMap(now, (at) => queue.release(claim, { now: at })).pipe(Effect.ignore)
+        }
+        yield* Effect.logInfo(`worker ${workerId} stopped; released ${remaining.length} job(s)`)
+      })
+    )
+
+    return WorkflowWorker.of({
+      status: Effect.sync(() => ({
+        workerId,
+        active: [...held.values()].map((c) => c.job.runId),
+        claimed: stats.claimed,
+        completed: stats.completed,
+        leasesLost: stats.leasesLost,
+        draining: stats.draining
+      }))
+    })
+  })
+
+/** The worker as a layer: it claims from the `WorkQueue` and runs graphs from the `GraphRegistry` on the `Runner`. */
+export const layer = (
+  options: Options = {}
+): Layer.Layer<WorkflowWorker, never, WorkQueue | Runner | GraphRegistry | RunStore> =>
+  Layer.scoped(WorkflowWorker, make(options))
+
+/** Accepts a new run into the queue (idempotent by run id or idempotency key); a worker will run it. */
+export const submit = <S>(
+  graph: CompiledGraph & { readonly state: { readonly schema: { readonly Type: S } } },
+  input: Partial<S>,
+  options: StartOptions & SubmitOptions = {}
+) =>
+  Effect.gen(function*() {
+    const runner = yield* Runner
+    const queue = yield* WorkQueue
+    const prepared = yield* runner.prepare(graph, input, options)
+    return yield* queue.submit(prepared.run, prepared.events, prepared.checkpoint, options)
+  })
+
+/** Answers a waiting run and, when that lets it continue, queues it for a worker. */
+export const respond = (
+  graph: CompiledGraph,
+  runId: string,
+  response: HumanResponse,
+  target?: ResponseTarget
+) =>
+  Effect.gen(function*() {
+    const runner = yield* Runner
+    const queue = yield* WorkQueue
+    const status = yield* runner.answer(graph, runId, response, target)
+    if (status === "running") yield* queue.enqueue(runId, { now: yield* Clock.currentTimeMillis })
+    return status
+  })
