@@ -35,6 +35,8 @@ export interface ChildOutcome {
   readonly killed: boolean
   /** The last protocol line the child printed before it was killed or ended. */
   readonly last: Line | undefined
+  /** Milliseconds from the spawn to the `ready` line: starting Node, loading the code, opening the store. */
+  readonly openMillis: number | undefined
   /** Milliseconds from the `started` line to the `result` line, for a child that ran to the end. */
   readonly runMillis: number | undefined
 }
@@ -69,6 +71,7 @@ export interface ChildOptions {
 export const runChild = (options: ChildOptions): Effect.Effect<ChildOutcome, ChildError> =>
   Effect.async<ChildOutcome, ChildError>((resume) => {
     const { engine, kill, location, mode, runId } = options
+    const spawnedAt = performance.now()
     const child = spawn(process.execPath, ["--import", "tsx", program, engine, location, runId, mode], {
       cwd: root,
       env: { ...process.env, [markersVariable]: "1" },
@@ -82,6 +85,7 @@ export const runChild = (options: ChildOptions): Effect.Effect<ChildOutcome, Chi
     let timer: NodeJS.Timeout | undefined
     let startedAt: number | undefined
     let runMillis: number | undefined
+    let openMillis: number | undefined
 
     const sigkill = () => {
       if (killed || child.exitCode !== null || child.signalCode !== null) return
@@ -97,6 +101,9 @@ export const runChild = (options: ChildOptions): Effect.Effect<ChildOutcome, Chi
       const line = decoded.right
       lines.push(line)
       switch (line._tag) {
+        case "ready":
+          openMillis = performance.now() - spawnedAt
+          break
         case "started":
           startedAt = performance.now()
           if (kill?._tag === "AfterDelay") timer = setTimeout(sigkill, kill.millis)
@@ -140,6 +147,7 @@ export const runChild = (options: ChildOptions): Effect.Effect<ChildOutcome, Chi
         signal,
         killed,
         last: lines.at(-1),
+        openMillis,
         runMillis
       }))
     })

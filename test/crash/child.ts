@@ -8,7 +8,7 @@
  * line. With `FIBERGRAPH_CRASH_MARKERS=1` it also prints a line just before and just after each
  * step commit, so the parent can SIGKILL it at a commit boundary.
  */
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { Cause, Config, Effect, Layer, Option, Redacted, Schema } from "effect"
