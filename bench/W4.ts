@@ -66,15 +66,33 @@ const toCount = (what: string) => (rows: ReadonlyArray<{ readonly xact_commit: s
 
 const statsError = (what: string) => (e: SqlError) => new Unavailable({ what, reason: describe(e) })
 
-/** PGlite is one session: force its pending statistics out, then read them in the same session. */
+/**
+ * Forces the session's pending statistics out when it next goes idle (before it answers). The
+ * statement reads a table on purpose: a backend with no relation or WAL statistics pending skips
+ * the flush, leaving its commit count local, so a bare `SELECT pg_stat_force_next_flush()` would
+ * hide its own commit and those of earlier read-only statements until a later flush.
+ */
+const flushStatement = (sql: SqlClient.SqlClient) =>
+  sql`SELECT pg_stat_force_next_flush(), pg_sleep(0.05), (SELECT count(*) FROM fibergraph.migrations)`
+
+const readCommits = (sql: SqlClient.SqlClient, what: string, database: string | undefined) =>
+  (database === undefined
+    ? sql<{ readonly xact_commit: string | number | null }>`
+        SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`
+    : sql<{ readonly xact_commit: string | number | null }>`
+        SELECT xact_commit FROM pg_stat_database WHERE datname = ${database}`).pipe(
+      Effect.mapError(statsError(what)),
+      Effect.flatMap(toCount(what))
+    )
+
+/** PGlite is one session: flush its statistics, then read them in the same session. */
 const embeddedCounter: Effect.Effect<CommitCounter, never, SqlClient.SqlClient> = Effect.map(
   SqlClient.SqlClient,
   (sql) => ({
     read: Effect.zipRight(
-      sql`SELECT pg_stat_force_next_flush()`,
-      sql<{ readonly xact_commit: string | number | null }>`
-        SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`
-    ).pipe(Effect.mapError(statsError("embedded commit counter")), Effect.flatMap(toCount("embedded commit counter")))
+      Effect.mapError(flushStatement(sql), statsError("embedded commit counter")),
+      readCommits(sql, "embedded commit counter", undefined)
+    )
   })
 )
 
@@ -85,15 +103,9 @@ const embeddedCounter: Effect.Effect<CommitCounter, never, SqlClient.SqlClient> 
  */
 const serverCounter = (admin: SqlClient.SqlClient, database: string): Effect.Effect<CommitCounter, never, SqlClient.SqlClient> =>
   Effect.map(SqlClient.SqlClient, (sql) => ({
-    read: Effect.forEach(
-      Arr.range(1, POOL),
-      () => sql`SELECT pg_stat_force_next_flush() FROM pg_sleep(0.05)`,
-      { concurrency: POOL, discard: true }
-    ).pipe(
-      Effect.zipRight(admin<{ readonly xact_commit: string | number | null }>`
-        SELECT xact_commit FROM pg_stat_database WHERE datname = ${database}`),
+    read: Effect.forEach(Arr.range(1, POOL), () => flushStatement(sql), { concurrency: POOL, discard: true }).pipe(
       Effect.mapError(statsError("server commit counter")),
-      Effect.flatMap(toCount("server commit counter"))
+      Effect.zipRight(readCommits(admin, "server commit counter", database))
     )
   }))
 
@@ -125,21 +137,28 @@ const runMany = (graph: Chain, label: string, runs: number, concurrency: number)
     (steps) => steps.reduce((a, b) => a + b, 0)
   )
 
+/** A commit counter with the commits its own reads add between two readings (measured, not assumed). */
+interface Calibrated {
+  readonly counter: CommitCounter
+  readonly overhead: number
+}
+
+const readOrWarn = (label: string, calibrated: Option.Option<Calibrated>) =>
+  Option.isNone(calibrated) ? Effect.succeed(Option.none<number>()) : calibrated.value.counter.read.pipe(
+    Effect.map(Option.some),
+    Effect.catchTag("Unavailable", (e) =>
+      Effect.as(Console.error(`W4 ${label}: commits not measured: ${e.message}`), Option.none<number>()))
+  )
+
 /** One measured phase: throughput, and the database's commits over it (null when the counter is unavailable). */
-const phase = (
-  graph: Chain,
-  counter: Option.Option<{ readonly counter: CommitCounter; readonly overhead: number }>,
-  label: string,
-  runs: number,
-  concurrency: number
-) =>
+const phase = (graph: Chain, calibrated: Option.Option<Calibrated>, label: string, runs: number, concurrency: number) =>
   Effect.gen(function*() {
-    const before = Option.isNone(counter) ? undefined : yield* counter.value.counter.read
+    const before = yield* readOrWarn(label, calibrated)
     const { cpuMs, value: steps, wallMs } = yield* timed(runMany(graph, label, runs, concurrency))
-    const after = Option.isNone(counter) ? undefined : yield* counter.value.counter.read
-    const commits = before === undefined || after === undefined || Option.isNone(counter)
-      ? null
-      : after - before - counter.value.overhead
+    const after = yield* readOrWarn(label, calibrated)
+    const commits = Option.isSome(before) && Option.isSome(after) && Option.isSome(calibrated)
+      ? after.value - before.value - calibrated.value.overhead
+      : null
     return {
       runs,
       concurrency,
@@ -177,27 +196,18 @@ const measureEngine = <E>(
       yield* runMany(graph, `${label} warm-up`, WARMUP_SEQ_RUNS, 1)
       yield* runMany(graph, `${label} warm-up`, WARMUP_PAR_RUNS, PAR)
 
-      const calibrated = yield* Effect.either(Effect.gen(function*() {
+      const calibration = yield* Effect.either(Effect.gen(function*() {
         const a = yield* counterUnderTest.read
         const b = yield* counterUnderTest.read
         return { counter: counterUnderTest, overhead: b - a }
       }))
-      if (Either.isLeft(calibrated)) {
-        yield* Console.error(`W4 ${label}: commits per step not measured: ${calibrated.left.message}`)
+      if (Either.isLeft(calibration)) {
+        yield* Console.error(`W4 ${label}: commits per step not measured: ${calibration.left.message}`)
       }
-      const counter = Either.getRight(calibrated)
-      const stillCounting = (e: Unavailable) =>
-        Effect.zipRight(
-          Console.error(`W4 ${label}: commits per step not measured: ${e.message}`),
-          Effect.succeed(Option.none<{ readonly counter: CommitCounter; readonly overhead: number }>())
-        )
+      const calibrated = Either.getRight(calibration)
 
-      const seq = yield* phase(graph, counter, `${label} sequential`, SEQ_RUNS, 1).pipe(
-        Effect.catchTag("Unavailable", (e) => Effect.flatMap(stillCounting(e), (none) => phase(graph, none, `${label} sequential`, SEQ_RUNS, 1)))
-      )
-      const par = yield* phase(graph, counter, `${label} parallel`, PAR_RUNS, PAR).pipe(
-        Effect.catchTag("Unavailable", (e) => Effect.flatMap(stillCounting(e), (none) => phase(graph, none, `${label} parallel`, PAR_RUNS, PAR)))
-      )
+      const seq = yield* phase(graph, calibrated, `${label} sequential`, SEQ_RUNS, 1)
+      const par = yield* phase(graph, calibrated, `${label} parallel`, PAR_RUNS, PAR)
 
       const expected = WARMUP_SEQ_RUNS + WARMUP_PAR_RUNS + SEQ_RUNS + PAR_RUNS
       const [stored] = yield* sql<{ readonly total: string | number; readonly done: string | number }>`
@@ -218,7 +228,7 @@ const measureEngine = <E>(
         par8_steps_per_s: par.steps_per_s,
         commits_per_step: commits === null ? null : round(commits / (seq.steps + par.steps), 3),
         commits_per_run: commits === null ? null : round(commits / (seq.runs + par.runs), 2),
-        stats_overhead: Option.isNone(counter) ? null : counter.value.overhead,
+        stats_overhead: Option.isNone(calibrated) ? null : calibrated.value.overhead,
         seq,
         par8: par
       }
@@ -280,11 +290,20 @@ const runProcess = (command: Command.Command) =>
     return { stdout, stderr, exitCode }
   }))
 
+/** What one `pgbench` run measured. */
+interface PgbenchRun {
+  readonly tps: number
+  readonly transactions: number
+  readonly latency_ms: number | null
+  readonly commits_per_tx: number
+}
+
 /**
- * The machine's single-connection commit rate: `pgbench` on a scratch database (initialised at
- * scale 1), one client, a script of one single-row UPDATE, so each transaction commits once.
+ * Prepares the machine's single-connection commit rate measurement: a scratch database initialised
+ * by `pgbench -i` (scale 1) and a script of one single-row UPDATE, so each transaction commits once.
+ * Returns the measurement (`pgbench -n -c 1 -j 1 -T 10`), to run as often as needed in the scope.
  */
-const pgbench = (admin: SqlClient.SqlClient, url: Redacted.Redacted) =>
+const preparePgbench = (admin: SqlClient.SqlClient, url: Redacted.Redacted) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const database = yield* scratchDatabase(admin, "pgbench")
@@ -317,42 +336,49 @@ const pgbench = (admin: SqlClient.SqlClient, url: Redacted.Redacted) =>
       (e) => new Unavailable({ what: "pgbench script", reason: describe(e) })
     )
 
-    const commits = admin<{ readonly xact_commit: string | number | null }>`
-      SELECT xact_commit FROM pg_stat_database WHERE datname = ${database}`.pipe(
-      Effect.mapError(statsError("pgbench commit counter")),
-      Effect.flatMap(toCount("pgbench commit counter"))
-    )
-    yield* Effect.sleep("1200 millis")
-    const before = yield* commits
-    const result = yield* run(
-      "pgbench",
-      pgbenchCommand("-n", "-c", "1", "-j", "1", "-T", String(PGBENCH_SECONDS), "-f", script)
-    )
-    yield* Effect.sleep("600 millis")
-    const after = yield* commits
+    const commits = readCommits(admin, "pgbench commit counter", database)
+    return Effect.gen(function*() {
+      yield* Effect.sleep("1200 millis")
+      const before = yield* commits
+      const result = yield* run(
+        "pgbench",
+        pgbenchCommand("-n", "-c", "1", "-j", "1", "-T", String(PGBENCH_SECONDS), "-f", script)
+      )
+      yield* Effect.sleep("600 millis")
+      const after = yield* commits
+      const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(result.stdout)
+      const transactions = /number of transactions actually processed: (\d+)/.exec(result.stdout)
+      const latency = /latency average = ([\d.]+) ms/.exec(result.stdout)
+      if (tps === null || transactions === null) {
+        return yield* new Unavailable({ what: "pgbench", reason: `unexpected output: ${result.stdout.trim()}` })
+      }
+      const processed = Number(transactions[1])
+      return {
+        tps: round(Number(tps[1]), 1),
+        transactions: processed,
+        latency_ms: latency === null ? null : Number(latency[1]),
+        commits_per_tx: round((after - before) / processed, 3)
+      } satisfies PgbenchRun
+    })
+  })
 
-    const tps = /tps = ([\d.]+) \(without initial connection time\)/.exec(result.stdout)
-    const transactions = /number of transactions actually processed: (\d+)/.exec(result.stdout)
-    const latency = /latency average = ([\d.]+) ms/.exec(result.stdout)
-    if (tps === null || transactions === null) {
-      return yield* new Unavailable({ what: "pgbench", reason: `unexpected output: ${result.stdout.trim()}` })
-    }
-    const processed = Number(transactions[1])
-    return {
-      tps: round(Number(tps[1]), 1),
-      transactions: processed,
-      latency_ms: latency === null ? null : Number(latency[1]),
-      seconds: PGBENCH_SECONDS,
-      commits_per_tx: round((after - before) / processed, 3),
-      script: "one single-row UPDATE of pgbench_accounts (scale 1), -c 1 -j 1"
-    }
-  }).pipe(Effect.scoped)
-
-/** The server half: a fresh database with a bounded pool, measured, then `pgbench` beside it. */
+/**
+ * The server half: a fresh database with a bounded pool, measured between two `pgbench` runs
+ * (before and after, since the machine's commit rate drifts), whose mean is the reference rate.
+ */
 const server = Effect.gen(function*() {
   const url = yield* Effect.mapError(serverUrl, (e) => new Unavailable({ what: "DATABASE_URL", reason: describe(e) }))
   const admin = yield* connectAdmin(url)
   const database = yield* scratchDatabase(admin, "w4")
+  const prepared = yield* Effect.either(preparePgbench(admin, url))
+  if (Either.isLeft(prepared)) yield* Console.error(`W4: pgbench not measured: ${prepared.left.message}`)
+  const measurePgbench = (when: string) =>
+    Either.isLeft(prepared) ? Effect.succeed(null) : prepared.right.pipe(
+      Effect.catchTag("Unavailable", (e) =>
+        Effect.as(Console.error(`W4: pgbench ${when} not measured: ${e.message}`), null))
+    )
+
+  const pgbenchBefore = yield* measurePgbench("before")
   const figures = yield* measureEngine(
     "server",
     PgClient.layer({
@@ -363,12 +389,20 @@ const server = Effect.gen(function*() {
     }),
     serverCounter(admin, database)
   ).pipe(
-    Effect.catchTag("SqlError", (e) => new Unavailable({ what: "server bench database", reason: describe(e) })),
-    Effect.catchTag("ConfigError", (e) => new Unavailable({ what: "server bench database", reason: describe(e) }))
+    Effect.catchTags({
+      SqlError: (e) => Effect.fail(new Unavailable({ what: "server bench database", reason: describe(e) }))
+    })
   )
-  const bench = yield* Effect.either(pgbench(admin, url))
-  if (Either.isLeft(bench)) yield* Console.error(`W4: pgbench not measured: ${bench.left.message}`)
-  return { figures: { ...figures, pool: POOL }, pgbench: Either.getOrNull(bench) }
+  const pgbenchAfter = yield* measurePgbench("after")
+  const rates = [pgbenchBefore, pgbenchAfter].flatMap((r) => r === null ? [] : [r.tps])
+  const pgbench = rates.length === 0 ? null : {
+    tps: round(rates.reduce((a, b) => a + b, 0) / rates.length, 1),
+    before: pgbenchBefore,
+    after: pgbenchAfter,
+    seconds: PGBENCH_SECONDS,
+    script: "one single-row UPDATE of pgbench_accounts (scale 1), -n -c 1 -j 1"
+  }
+  return { figures: { ...figures, pool: POOL }, pgbench }
 }).pipe(Effect.scoped)
 
 const ratio = (a: number | undefined, b: number | undefined) =>
