@@ -70,7 +70,8 @@ export const make = Effect.gen(function*() {
       )
     ) as Effect.Effect<A, Exclude<E, SqlError>, R>
 
-  const notify = sql`SELECT pg_notify(${channel}, '')`
+  /** A non-empty payload: node-postgres drops notifications whose payload is empty. */
+  const notify = sql`SELECT pg_notify(${channel}, 'job')`
 
   const newJobId = () => `job_${randomUUID()}`
 
@@ -90,7 +91,7 @@ export const make = Effect.gen(function*() {
 
   const firstJob = (runId: string) =>
     Effect.map(
-      sql<JobRow>`SELECT * FROM fibergraph.jobs WHERE run_id = ${runId} ORDER BY created_at, job_id LIMIT 1`,
+      sql<JobRow>`SELECT * FROM fibergraph.jobs WHERE run_id = ${runId} ORDER BY created_at, seq LIMIT 1`,
       ([row]) => toJob(row!)
     )
 
@@ -136,7 +137,7 @@ export const make = Effect.gen(function*() {
       Effect.map(
         sql<{ readonly job: unknown; readonly run: unknown }>`
           WITH candidate AS (
-            SELECT j.job_id, j.run_id
+            SELECT j.job_id, j.run_id, j.tenant
             FROM fibergraph.jobs j
             WHERE ((j.status = 'queued' AND j.available_at <= ${now}) OR (j.status = 'claimed' AND j.lease_until < ${now}))
               AND NOT EXISTS (
@@ -146,7 +147,8 @@ export const make = Effect.gen(function*() {
             ORDER BY
               (SELECT count(*) FROM fibergraph.jobs t
                WHERE t.tenant = j.tenant AND t.status = 'claimed' AND t.lease_until >= ${now}),
-              j.priority DESC, j.available_at, j.created_at, j.job_id
+              (SELECT last_claim FROM fibergraph.tenant_claims tc WHERE tc.tenant = j.tenant) NULLS FIRST,
+              j.priority DESC, j.available_at, j.created_at, j.seq
             LIMIT 1
             FOR UPDATE OF j SKIP LOCKED
           ), run AS (
@@ -159,6 +161,10 @@ export const make = Effect.gen(function*() {
                 attempts = j.attempts + 1, claim_epoch = run.claim_epoch, updated_at = ${now}
             FROM candidate c, run WHERE j.job_id = c.job_id
             RETURNING j.*
+          ), turn AS (
+            INSERT INTO fibergraph.tenant_claims (tenant, last_claim)
+            SELECT c.tenant, nextval('fibergraph.claim_seq') FROM candidate c
+            ON CONFLICT (tenant) DO UPDATE SET last_claim = excluded.last_claim
           )
           SELECT row_to_json(job.*) AS job, row_to_json(run.*) AS run FROM job, run`,
         ([row]): Option.Option<Claim> => {
@@ -273,7 +279,7 @@ export const make = Effect.gen(function*() {
     jobsOf: (runId) =>
       orDie(
         Effect.map(
-          sql<JobRow>`SELECT * FROM fibergraph.jobs WHERE run_id = ${runId} ORDER BY created_at, job_id`,
+          sql<JobRow>`SELECT * FROM fibergraph.jobs WHERE run_id = ${runId} ORDER BY created_at, seq`,
           (rows) => rows.map(toJob)
         ),
         "jobsOf"
