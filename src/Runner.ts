@@ -187,12 +187,17 @@ type Message =
   | { readonly _tag: "Cancel"; readonly reason: string; readonly reply: Deferred.Deferred<void, RunStatusError | StaleClaimError> }
   | { readonly _tag: "WaitTimeout" }
 
+interface Snapshot {
+  readonly run: RunRecord
+  readonly pos: Position
+}
+
 interface Actor {
   readonly mailbox: Queue.Queue<Message>
-  /** The run as of the actor's latest commit. */
-  readonly latest: { readonly run: RunRecord }
+  /** The run and its position as of the actor's latest commit. */
+  readonly latest: Snapshot
   /** Callers of `result` waiting for the run to settle (wait or end) or the actor to stop. */
-  readonly waiters: Array<Deferred.Deferred<void>>
+  readonly waiters: Array<Deferred.Deferred<Snapshot>>
 }
 
 const Gone = { _tag: "ActorGone" } as const
@@ -376,7 +381,8 @@ export const make = (options: Options = {}) =>
         const actor: Actor = { mailbox, latest, waiters: [] }
         const wake = Effect.suspend(() => {
           const waiters = actor.waiters.splice(0)
-          return Effect.forEach(waiters, (w) => Deferred.succeed(w, undefined), { discard: true })
+          const snapshot = { run: latest.run, pos: latest.pos }
+          return Effect.forEach(waiters, (w) => Deferred.succeed(w, snapshot), { discard: true })
         })
         actors.set(runId, actor)
 
@@ -534,20 +540,22 @@ export const make = (options: Options = {}) =>
         return Stream.concat(past, future)
       })).pipe(Stream.takeUntil(isTerminal))
 
+    const resultFrom = <S>({ pos, run }: { readonly run: RunRecord; readonly pos: Position | undefined }): RunResult<S> => ({
+      runId: run.runId,
+      status: run.status,
+      state: (pos?.state ?? {}) as S,
+      step: run.step,
+      usage: run.usage,
+      error: run.error,
+      interrupts: run.status === "waiting" ? (pos?.interrupts ?? []) : []
+    })
+
     const resultOf = <S>(graph: CompiledGraph, runId: string) =>
       Effect.gen(function*() {
         const run = yield* store.get(runId)
         const checkpoint = yield* store.latestCheckpoint(runId)
         const pos = Option.isNone(checkpoint) ? undefined : yield* fromCheckpoint(graph, checkpoint.value)
-        return {
-          runId,
-          status: run.status,
-          state: (pos?.state ?? {}) as S,
-          step: run.step,
-          usage: run.usage,
-          error: run.error,
-          interrupts: run.status === "waiting" ? (pos?.interrupts ?? []) : []
-        } satisfies RunResult<S>
+        return resultFrom<S>({ run, pos })
       })
 
     const settled = (status: RunStatus) => status === "waiting" || terminalStatuses.has(status)
@@ -555,12 +563,12 @@ export const make = (options: Options = {}) =>
     const result = <S>(graph: CompiledGraph, runId: string) =>
       Effect.gen(function*() {
         const actor = actors.get(runId)
-        if (actor !== undefined && !settled(actor.latest.run.status)) {
-          const waiter = Deferred.unsafeMake<void>(FiberId.none)
-          actor.waiters.push(waiter)
-          yield* Deferred.await(waiter)
-        }
-        return yield* resultOf<S>(graph, runId)
+        if (actor === undefined) return yield* resultOf<S>(graph, runId)
+        if (settled(actor.latest.run.status)) return resultFrom<S>(actor.latest)
+        const waiter = Deferred.unsafeMake<Snapshot>(FiberId.none)
+        actor.waiters.push(waiter)
+        const snapshot = yield* Deferred.await(waiter)
+        return settled(snapshot.run.status) ? resultFrom<S>(snapshot) : yield* resultOf<S>(graph, runId)
       })
 
     const handle = <S>(graph: CompiledGraph, runId: string): RunHandle<S> => ({
@@ -648,11 +656,10 @@ export const make = (options: Options = {}) =>
     const start = <S, E, R>(graph: CompiledGraph<any, E, R>, input: Partial<S>, opts: StartOptions = {}) =>
       Effect.gen(function*() {
         const { checkpoint, events, pos, run } = yield* prepare(graph, input as Record<string, unknown>, opts)
-        const created = yield* store.create(run, events, checkpoint)
+        const created = yield* store.create({ ...run, claimEpoch: 1 }, events, checkpoint)
         if (created.created) {
           yield* publish(run.runId)(events)
-          const owned = yield* Effect.orDie(store.acquire(run.runId))
-          yield* spawn<R>(graph, owned, pos)
+          yield* spawn<R>(graph, created.run, pos)
         }
         return handle<S>(graph, run.runId)
       })

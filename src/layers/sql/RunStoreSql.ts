@@ -155,13 +155,6 @@ export const make = (options: Options = {}) =>
         ([row]) => row === undefined ? Effect.fail(new RunNotFoundError({ runId })) : orCorrupt(toRun(row))
       )
 
-    const insertEvents = (runId: string, events: ReadonlyArray<RunEvent>) =>
-      events.length === 0 ? Effect.void : sql`
-        INSERT INTO fibergraph.events (run_id, seq, step, tag, at, body)
-        SELECT ${runId}, e.seq, e.step, e.tag, e.at, e.body
-        FROM jsonb_to_recordset(${eventsJson(events)}::jsonb)
-          AS e(seq bigint, step integer, tag text, at bigint, body jsonb)`
-
     const insertCheckpoint = (c: Checkpoint) =>
       sql`
         INSERT INTO fibergraph.checkpoints (run_id, seq, step, state, frontier, pending, interrupts, barriers, created_at)
@@ -193,9 +186,9 @@ export const make = (options: Options = {}) =>
       updated_at: run.updatedAt
     })
 
-    const insertRun = (run: RunRecord) => {
+    const insertRunStatement = (run: RunRecord) => {
       const v = runValues(run)
-      return sql<RunRow>`
+      return sql`
         INSERT INTO fibergraph.runs (run_id, tenant, graph_id, graph_version, graph_hash, status, step, claim_epoch,
           last_seq, first_seq, config, usage, deadline_at, wait_until, parent_run_id, forked_from_run_id, forked_from_seq,
           error, created_at, updated_at)
@@ -207,18 +200,30 @@ export const make = (options: Options = {}) =>
         RETURNING *`
     }
 
-    const create: RunStore["Type"]["create"] = (run, events, checkpoint) =>
+    const insertRun = (run: RunRecord) => sql<RunRow>`${insertRunStatement(run)}`
+
+    /** One statement: the run row, and only if it was new, its first events and checkpoint. */
+    const create: RunStore["Type"]["create"] = (run, events, c) =>
       dieSql(
-        sql.withTransaction(Effect.gen(function*() {
-          const [inserted] = yield* insertRun(run)
-          if (inserted === undefined) {
-            const existing = yield* Effect.orDie(findRun(run.runId))
-            return { run: existing, created: false }
-          }
-          yield* insertEvents(run.runId, events)
-          yield* insertCheckpoint(checkpoint)
+        Effect.gen(function*() {
+          const [inserted] = yield* sql<RunRow>`
+            WITH ins AS (${insertRunStatement(run)}),
+            ev AS (
+              INSERT INTO fibergraph.events (run_id, seq, step, tag, at, body)
+              SELECT ${run.runId}, e.seq, e.step, e.tag, e.at, e.body
+              FROM jsonb_to_recordset(${eventsJson(events)}::jsonb)
+                AS e(seq bigint, step integer, tag text, at bigint, body jsonb)
+              WHERE EXISTS (SELECT 1 FROM ins)
+            ), cp AS (
+              INSERT INTO fibergraph.checkpoints (run_id, seq, step, state, frontier, pending, interrupts, barriers, created_at)
+              SELECT ${c.runId}, ${c.seq}, ${c.step}, ${json(c.state)}::jsonb, ${json(c.frontier)}::jsonb,
+                     ${json(c.pending)}::jsonb, ${json(c.interrupts)}::jsonb, ${json(c.barriers)}::jsonb, ${c.createdAt}
+              WHERE EXISTS (SELECT 1 FROM ins)
+            )
+            SELECT * FROM ins`
+          if (inserted === undefined) return { run: yield* Effect.orDie(findRun(run.runId)), created: false }
           return { run: yield* orCorrupt(toRun(inserted)), created: true }
-        })),
+        }),
         "create"
       )
 
@@ -378,10 +383,15 @@ export const make = (options: Options = {}) =>
     const latestCheckpoint: RunStore["Type"]["latestCheckpoint"] = (runId) =>
       dieSql(
         Effect.gen(function*() {
-          yield* exists(runId)
-          const [row] = yield* sql<CheckpointRow>`
-            SELECT * FROM fibergraph.checkpoints WHERE run_id = ${runId} ORDER BY seq DESC LIMIT 1`
-          if (row === undefined) return Option.none()
+          const [row] = yield* sql<CheckpointRow & { readonly found: string }>`
+            SELECT r.run_id AS found, c.*
+            FROM fibergraph.runs r
+            LEFT JOIN LATERAL (
+              SELECT * FROM fibergraph.checkpoints c WHERE c.run_id = r.run_id ORDER BY c.seq DESC LIMIT 1
+            ) c ON true
+            WHERE r.run_id = ${runId}`
+          if (row === undefined) return yield* Effect.fail(new RunNotFoundError({ runId }))
+          if (row.seq === null) return Option.none()
           const checkpoint = toCheckpoint(row)
           return Either.isLeft(checkpoint) ? yield* Effect.fail(checkpoint.left) : Option.some(checkpoint.right)
         }),
