@@ -67,31 +67,36 @@ const corrupt = (runId: string, detail: string) => new EventLogCorruptionError({
 
 const parseJson = (value: unknown) => typeof value === "string" ? JSON.parse(value) as unknown : value
 
+const rowFields = (row: RunRow) => ({
+  runId: row.run_id,
+  tenant: row.tenant,
+  graphId: row.graph_id,
+  graphVersion: row.graph_version,
+  graphHash: row.graph_hash,
+  status: row.status,
+  step: Number(row.step),
+  claimEpoch: Number(row.claim_epoch),
+  lastSeq: Number(row.last_seq),
+  config: parseJson(row.config),
+  usage: parseJson(row.usage),
+  waitUntil: num(row.wait_until),
+  parentRunId: row.parent_run_id,
+  forkedFrom: row.forked_from_run_id === null
+    ? null
+    : { runId: row.forked_from_run_id, seq: Number(row.forked_from_seq) },
+  error: parseJson(row.error) ?? null,
+  createdAt: Number(row.created_at),
+  updatedAt: Number(row.updated_at)
+})
+
 const toRun = (row: RunRow): Either.Either<RunRecord, EventLogCorruptionError> =>
   Either.mapLeft(
-    decodeRun({
-      runId: row.run_id,
-      tenant: row.tenant,
-      graphId: row.graph_id,
-      graphVersion: row.graph_version,
-      graphHash: row.graph_hash,
-      status: row.status,
-      step: Number(row.step),
-      claimEpoch: Number(row.claim_epoch),
-      lastSeq: Number(row.last_seq),
-      config: parseJson(row.config),
-      usage: parseJson(row.usage),
-      waitUntil: num(row.wait_until),
-      parentRunId: row.parent_run_id,
-      forkedFrom: row.forked_from_run_id === null
-        ? null
-        : { runId: row.forked_from_run_id, seq: Number(row.forked_from_seq) },
-      error: parseJson(row.error) ?? null,
-      createdAt: Number(row.created_at),
-      updatedAt: Number(row.updated_at)
-    }),
+    decodeRun(rowFields(row)),
     (e) => corrupt(row.run_id, `the run row does not decode: ${formatParseError(e)}`)
   )
+
+/** The row a step commit just wrote from values this store validated: mapped without decoding (the hot path). */
+const toRunWritten = (row: RunRow): RunRecord => rowFields(row) as RunRecord
 
 const toCheckpoint = (row: CheckpointRow): Either.Either<Checkpoint, EventLogCorruptionError> =>
   Either.mapLeft(
@@ -321,7 +326,7 @@ export const make = (options: Options = {}) =>
             Effect.fail(new EventSequenceConflictError({ runId: c.runId, seq: first ?? 0, lastSeq: (first ?? 1) - 1 }))),
           Effect.flatMap(([row]) =>
             row !== undefined
-              ? orCorrupt(toRun(row))
+              ? Effect.succeed(toRunWritten(row))
               : attempts > 1
               ? landed(c).pipe(Effect.flatMap((run) => run === undefined ? diagnose(c, first) : Effect.succeed(run)))
               : diagnose(c, first)
