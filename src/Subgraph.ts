@@ -6,7 +6,15 @@
 import { Effect } from "effect"
 import { MaxStepsExceededError, NodeFailedError } from "./Errors.js"
 import type { CompiledGraph } from "./Graph.js"
-import { type Env, InternalContext, type Internals, type Position, runStep, startFrontier } from "./internal/Step.js"
+import {
+  type Env,
+  InternalContext,
+  type Internals,
+  nextPosition,
+  type Position,
+  runStep,
+  startFrontier
+} from "./internal/Step.js"
 import { type NodeContext, NodeInterrupt } from "./Node.js"
 import * as State from "./State.js"
 
@@ -63,14 +71,7 @@ export const node = <G extends CompiledGraph<any, any, any>, PS, I, U>(
             if (pos.step + 1 >= env.config.maxSteps) {
               return Effect.fail(new MaxStepsExceededError({ runId: ctx.runId, maxSteps: env.config.maxSteps }))
             }
-            return loop({
-              step: pos.step + 1,
-              state: outcome.state,
-              frontier: outcome.frontier,
-              pending: new Map(),
-              interrupts: [],
-              barriers: outcome.barriers
-            })
+            return loop(nextPosition(pos, outcome))
           }
         }
       })

@@ -8,7 +8,16 @@ import { BudgetExceededError, DeadlineExceededError, MaxStepsExceededError } fro
 import type { RunEvent } from "../Events.js"
 import type { Interrupt, RunRecord, RunStatus, RunStore } from "../services/RunStore.js"
 import { toCheckpoint } from "./Codec.js"
-import { type Draft, type Env, type FailureInfo, type Position, runStep, type Stamp, type StepOutcome } from "./Step.js"
+import {
+  type Draft,
+  type Env,
+  type FailureInfo,
+  nextPosition,
+  type Position,
+  runStep,
+  type Stamp,
+  type StepOutcome
+} from "./Step.js"
 
 /** What a drive needs beyond the step environment. */
 export interface Deps {
@@ -126,6 +135,29 @@ const waitingEvent = (stamp: Stamp, interrupts: ReadonlyArray<Interrupt>, until:
     until
   })
 
+/** Parks a position at static breakpoints: their interrupts, events, and the waiting status for `settle`. */
+const breakpoint = (
+  stamp: Stamp,
+  events: Array<Draft>,
+  pos: Position,
+  kind: "before" | "after",
+  nodes: ReadonlyArray<string>
+): [Position, "waiting", Array<Draft>] => {
+  const interrupts: Array<Interrupt> = nodes.map((node) => ({
+    kind,
+    node,
+    index: 0,
+    payload: { breakpoint: kind, node },
+    resumes: [],
+    answered: false
+  }))
+  for (const i of interrupts) {
+    events.push(stamp({ _tag: "NodeInterrupted", node: i.node, index: 0, kind, payload: i.payload }))
+  }
+  events.push(waitingEvent(stamp, interrupts, null))
+  return [{ ...pos, interrupts }, "waiting", events]
+}
+
 /** Runs steps from `pos` until the run waits, ends, or the claim is lost (a `StaleClaimError`). */
 export const drive = (deps: Deps, start: RunRecord, startPos: Position): Effect.Effect<Settled, CommitError, unknown> => {
   const env = deps.env
@@ -150,21 +182,7 @@ export const drive = (deps: Deps, start: RunRecord, startPos: Position): Effect.
         const stops = [...new Set(pos.frontier.map((e) => e.node))].filter((n) =>
           config.interruptBefore.includes(n) && !answered.has(n)
         )
-        if (stops.length > 0) {
-          const interrupts: Array<Interrupt> = stops.map((node) => ({
-            kind: "before",
-            node,
-            index: 0,
-            payload: { breakpoint: "before", node },
-            resumes: [],
-            answered: false
-          }))
-          for (const i of interrupts) {
-            events.push(stamp({ _tag: "NodeInterrupted", node: i.node, index: 0, kind: "before", payload: i.payload }))
-          }
-          events.push(waitingEvent(stamp, interrupts, null))
-          return settle(run, { ...pos, interrupts }, "waiting", events)
-        }
+        if (stops.length > 0) return settle(run, ...breakpoint(stamp, events, pos, "before", stops))
       }
 
       const usageBefore = env.spend.snapshot()
@@ -202,14 +220,7 @@ export const drive = (deps: Deps, start: RunRecord, startPos: Position): Effect.
         return settle(run, next, "waiting", events, undefined, until)
       }
       case "Advanced": {
-        const next: Position = {
-          step: pos.step + 1,
-          state: outcome.state,
-          frontier: outcome.frontier,
-          pending: new Map(),
-          interrupts: [],
-          barriers: outcome.barriers
-        }
+        const next = nextPosition(pos, outcome)
         events.push(stamp({ _tag: "StepCommitted", next: outcome.frontier.map((e) => e.node) }))
         if (budget.exceeded !== undefined) {
           events.push(stamp({ _tag: "RunFailed", error: budget.exceeded.message, errorTag: budget.exceeded._tag }))
@@ -222,21 +233,7 @@ export const drive = (deps: Deps, start: RunRecord, startPos: Position): Effect.
         const after = config.interruptAfter.length === 0
           ? []
           : outcome.executed.filter((n) => config.interruptAfter.includes(n))
-        if (after.length > 0) {
-          const interrupts: Array<Interrupt> = after.map((node) => ({
-            kind: "after",
-            node,
-            index: 0,
-            payload: { breakpoint: "after", node },
-            resumes: [],
-        answered: false
-          }))
-          for (const i of interrupts) {
-            events.push(stamp({ _tag: "NodeInterrupted", node: i.node, index: 0, kind: "after", payload: i.payload }))
-          }
-          events.push(waitingEvent(stamp, interrupts, null))
-          return settle(run, { ...next, interrupts }, "waiting", events)
-        }
+        if (after.length > 0) return settle(run, ...breakpoint(stamp, events, next, "after", after))
         return Effect.flatMap(commit(deps, run, { status: "running", events, pos: next }), (r) => step(r, next))
       }
     }

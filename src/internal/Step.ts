@@ -575,6 +575,16 @@ const finishStep = (
   }
 }
 
+/** The position after a step that advanced. */
+export const nextPosition = (pos: Position, outcome: Extract<StepOutcome, { _tag: "Advanced" }>): Position => ({
+  step: pos.step + 1,
+  state: outcome.state,
+  frontier: outcome.frontier,
+  pending: new Map(),
+  interrupts: [],
+  barriers: outcome.barriers
+})
+
 const byOrder = (graph: CompiledGraph) => (a: Entry, b: Entry) =>
   graph.nodes.get(a.node)!.order - graph.nodes.get(b.node)!.order || a.index - b.index
 
