@@ -10,7 +10,7 @@ import type { HumanResponse } from "./Node.js"
 import { type LoadError, type ResponseTarget, type RunHandle, Runner, type StartOptions } from "./Runner.js"
 import { GraphRegistry } from "./services/GraphRegistry.js"
 import { RunStore, terminalStatuses } from "./services/RunStore.js"
-import { type Claim, type SubmitOptions, WorkQueue } from "./services/WorkQueue.js"
+import { type Claim, LeaseLostError, type SubmitOptions, WorkQueue } from "./services/WorkQueue.js"
 
 /** How a worker claims and holds work. */
 export interface Options {
@@ -86,7 +86,27 @@ export const make = (options: Options = {}) =>
         >
         const handle = yield* adopted
         const lost = yield* Deferred.make<void>()
-        const heartbeat = yield* Effect.flatMap(now, (at) => queue.heartbeat(claim, { now: at, leaseMillis })).pipe(
+        let leaseUntil = claim.leaseUntil
+        /** Renews the lease; a renewal that cannot reach the store is retried until the lease runs out, then the claim is lost. */
+        const renew = Effect.gen(function*() {
+          const at = yield* now
+          if (at >= leaseUntil) {
+            return yield* Effect.fail(
+              new LeaseLostError({
+                jobId: claim.job.jobId,
+                runId: run.runId,
+                epoch: claim.epoch,
+                detail: "the lease ran out before it could be renewed"
+              })
+            )
+          }
+          leaseUntil = yield* queue.heartbeat(claim, { now: at, leaseMillis }).pipe(
+            Effect.catchAllDefect((defect) =>
+              Effect.as(Effect.logWarning("lease renewal failed; retrying until the lease runs out", defect), leaseUntil)
+            )
+          )
+        })
+        const heartbeat = yield* renew.pipe(
           Effect.delay(heartbeatMillis),
           Effect.forever,
           Effect.catchTag("LeaseLostError", (error) =>
