@@ -305,7 +305,7 @@ export const make = (options: Options = {}) =>
           if (sinkState.pending === 0) return
           const idle = yield* Deferred.make<void>()
           sinkState.idle = idle
-          yield* Deferred.await(idle).pipe(Effect.timeout("10 seconds"), Effect.ignore)
+          yield* Effect.interruptible(Deferred.await(idle)).pipe(Effect.timeout("10 seconds"), Effect.ignore)
         })
       )
     }

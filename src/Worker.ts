@@ -4,7 +4,7 @@
  * scoped fiber heartbeats the lease, and stops a run at once when its lease is lost. Closing the
  * layer stops claiming, gives in-flight runs a grace period to settle and releases the rest.
  */
-import { Clock, Context, Deferred, Duration, Effect, Fiber, FiberMap, Layer, Option, Random, Schedule, Stream } from "effect"
+import { Clock, Config, Context, Deferred, Duration, Effect, Fiber, FiberMap, Layer, Option, Random, Schedule, Stream } from "effect"
 import type { CompiledGraph } from "./Graph.js"
 import type { HumanResponse } from "./Node.js"
 import { type LoadError, type ResponseTarget, type RunHandle, Runner, type StartOptions } from "./Runner.js"
@@ -50,7 +50,8 @@ export const make = (options: Options = {}) =>
     const runner = yield* Runner
     const registry = yield* GraphRegistry
     const store = yield* RunStore
-    const workerId = options.workerId ?? `${(yield* Effect.sync(() => process.env["HOSTNAME"] ?? "worker"))}-${process.pid}`
+    const host = yield* Config.string("HOSTNAME").pipe(Config.withDefault("worker"), Effect.orElseSucceed(() => "worker"))
+    const workerId = options.workerId ?? `${host}-${process.pid}`
     const concurrency = Math.max(1, options.concurrency ?? 4)
     const leaseMillis = Duration.toMillis(options.lease ?? "30 seconds")
     const heartbeatMillis = options.heartbeat === undefined ? Math.max(10, Math.floor(leaseMillis / 3)) : Duration.toMillis(options.heartbeat)
@@ -180,7 +181,7 @@ export const make = (options: Options = {}) =>
       Effect.gen(function*() {
         stats.draining = true
         yield* Fiber.interrupt(loopFiber)
-        yield* FiberMap.join(fibers).pipe(Effect.timeout(graceMillis), Effect.ignore)
+        yield* Effect.interruptible(FiberMap.awaitEmpty(fibers)).pipe(Effect.timeout(graceMillis), Effect.ignore)
         const remaining = [...held.values()]
         for (const claim of remaining) {
           yield* runner.stop(claim.job.runId)
