@@ -4,7 +4,7 @@
  * scoped fiber heartbeats the lease, and stops a run at once when its lease is lost. Closing the
  * layer stops claiming, gives in-flight runs a grace period to settle and releases the rest.
  */
-import { Clock, Config, Context, Deferred, Duration, Effect, Fiber, FiberMap, Layer, Option, Random, Schedule, Stream } from "effect"
+import { Clock, Config, Context, Deferred, Duration, Effect, Fiber, FiberMap, Layer, Option, Random, Stream } from "effect"
 import type { CompiledGraph } from "./Graph.js"
 import type { HumanResponse } from "./Node.js"
 import { type LoadError, type ResponseTarget, type RunHandle, Runner, type StartOptions } from "./Runner.js"
@@ -158,7 +158,12 @@ export const make = (options: Options = {}) =>
       while (!stats.draining) {
         yield* slots.take(1)
         const claim = yield* Effect.flatMap(now, (at) => queue.claim(workerId, { now: at, leaseMillis })).pipe(
-          Effect.onError(() => slots.release(1))
+          Effect.catchAllCause((cause) =>
+            Effect.as(
+              Effect.logWarning("claiming failed; retrying after the poll interval", cause),
+              Option.none()
+            )
+          )
         )
         if (Option.isSome(claim)) {
           stats.claimed++
@@ -173,7 +178,13 @@ export const make = (options: Options = {}) =>
       }
     })
 
-    yield* queue.wakeups.pipe(Stream.runForEach(() => signal), Effect.retry(Schedule.spaced("1 second")), Effect.forkScoped)
+    yield* queue.wakeups.pipe(
+      Stream.runForEach(() => signal),
+      Effect.catchAllCause((cause) => Effect.logWarning("wake-up notifications failed; listening again", cause)),
+      Effect.zipRight(Effect.sleep("1 second")),
+      Effect.forever,
+      Effect.forkScoped
+    )
 
     const loopFiber = yield* Effect.forkScoped(loop)
 

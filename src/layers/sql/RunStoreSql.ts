@@ -120,6 +120,8 @@ const isTransient = (error: unknown) => {
   if ((error as { _tag?: string })._tag !== "SqlError") return false
   const cause = (error as SqlError).cause as { readonly code?: unknown } | undefined
   const code = typeof cause?.code === "string" ? cause.code : ""
+  const message = cause instanceof Error ? cause.message : ""
+  if (code === "" && /Connection terminated|Connection error|connection is closed/i.test(message)) return true
   return code.startsWith("08") || code === "40001" || code === "40P01" || code === "57P01" ||
     code === "ECONNRESET" || code === "ECONNREFUSED" || code === "EPIPE"
 }
