@@ -82,6 +82,8 @@ export interface RunResult<S> {
   readonly usage: Usage
   readonly error: { readonly tag: string; readonly message: string } | null
   readonly interrupts: ReadonlyArray<Interrupt>
+  /** Why this process's actor for the run stopped before the run settled (a store failure), if it did. */
+  readonly stopped?: string
 }
 
 /** A started run. */
@@ -161,10 +163,14 @@ export class Runner extends Context.Tag("fibergraph/Runner")<Runner, {
   ) => Effect.Effect<void, RunNotFoundError | RunStatusError | StaleClaimError>
   /** A run's committed events after `afterSeq` (default: all), then its live ones, up to its terminal event. */
   readonly events: (runId: string, afterSeq?: number) => Stream.Stream<RunEvent, RunNotFoundError | EventLogCorruptionError>
-  /** Waits until the run waits or ends, and returns where it stands. */
+  /**
+   * Waits until the run waits or ends, and returns where it stands; with `afterSeq`, a run that is
+   * already waiting counts only once it has committed past that sequence (a due wait being fired).
+   */
   readonly result: <S>(
     graph: CompiledGraph & { readonly state: { readonly schema: { readonly Type: S } } },
-    runId: string
+    runId: string,
+    options?: { readonly afterSeq?: number }
   ) => Effect.Effect<RunResult<S>, RunNotFoundError | EventLogCorruptionError>
   /** The ids of the runs whose actors live in this process. */
   readonly active: Effect.Effect<ReadonlyArray<string>>
@@ -285,6 +291,8 @@ export const make = (options: Options = {}) =>
     const fibers = yield* FiberMap.make<string>()
     const actors = new Map<string, Actor>()
     const hubs = new Map<string, PubSub.PubSub<Signal>>()
+    /** Why an actor stopped abnormally, for `result` (kept until the run is spawned again). */
+    const stopped = new Map<string, string>()
 
     const sinkQueue = Option.isNone(sink) ? undefined : yield* Queue.unbounded<ReadonlyArray<RunEvent>>()
     const sinkState = { pending: 0, idle: undefined as Deferred.Deferred<void> | undefined }
@@ -385,6 +393,7 @@ export const make = (options: Options = {}) =>
           return Effect.forEach(waiters, (w) => Deferred.succeed(w, snapshot), { discard: true })
         })
         actors.set(runId, actor)
+        stopped.delete(runId)
 
         const body = Effect.gen(function*() {
           let loop: Fiber.RuntimeFiber<void> | undefined
@@ -516,9 +525,12 @@ export const make = (options: Options = {}) =>
               wake
             ], { discard: true })
           })),
-          Effect.catchAllCause((cause) =>
-            Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError(`run ${runId}: actor failed`, cause)
-          ),
+          Effect.catchAllCause((cause) => {
+            if (Cause.isInterruptedOnly(cause)) return Effect.void
+            const squashed = Cause.squash(cause)
+            stopped.set(runId, squashed instanceof Error ? squashed.message : String(squashed))
+            return Effect.logError(`run ${runId}: actor failed`, cause)
+          }),
           Effect.provide(context)
         ) as Effect.Effect<void>
         yield* FiberMap.run(fibers, runId, body)
@@ -560,16 +572,23 @@ export const make = (options: Options = {}) =>
 
     const settled = (status: RunStatus) => status === "waiting" || terminalStatuses.has(status)
 
-    const result = <S>(graph: CompiledGraph, runId: string) =>
+    const result = <S>(graph: CompiledGraph, runId: string, options: { readonly afterSeq?: number } = {}) =>
       Effect.gen(function*() {
+        const afterSeq = options.afterSeq ?? -1
         const actor = actors.get(runId)
-        if (actor === undefined) return yield* resultOf<S>(graph, runId)
-        if (settled(actor.latest.run.status)) return resultFrom<S>(actor.latest)
+        const done = (s: Snapshot) => settled(s.run.status) && s.run.lastSeq > afterSeq
+        if (actor === undefined) return { ...(yield* resultOf<S>(graph, runId)), ...stoppedOf(runId) }
+        if (done(actor.latest)) return resultFrom<S>(actor.latest)
         const waiter = Deferred.unsafeMake<Snapshot>(FiberId.none)
         actor.waiters.push(waiter)
         const snapshot = yield* Deferred.await(waiter)
-        return settled(snapshot.run.status) ? resultFrom<S>(snapshot) : yield* resultOf<S>(graph, runId)
+        return done(snapshot) ? resultFrom<S>(snapshot) : { ...(yield* resultOf<S>(graph, runId)), ...stoppedOf(runId) }
       })
+
+    const stoppedOf = (runId: string): { readonly stopped?: string } => {
+      const reason = stopped.get(runId)
+      return reason === undefined ? {} : { stopped: reason }
+    }
 
     const handle = <S>(graph: CompiledGraph, runId: string): RunHandle<S> => ({
       runId,

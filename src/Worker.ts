@@ -4,7 +4,7 @@
  * scoped fiber heartbeats the lease, and stops a run at once when its lease is lost. Closing the
  * layer stops claiming, gives in-flight runs a grace period to settle and releases the rest.
  */
-import { Clock, Config, Context, Deferred, Duration, Effect, Fiber, FiberMap, Layer, Option, Random, Stream } from "effect"
+import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Fiber, FiberMap, Layer, Option, Random, Stream } from "effect"
 import type { CompiledGraph } from "./Graph.js"
 import type { HumanResponse } from "./Node.js"
 import { type LoadError, type ResponseTarget, type RunHandle, Runner, type StartOptions } from "./Runner.js"
@@ -60,6 +60,8 @@ export const make = (options: Options = {}) =>
 
     const stats = { claimed: 0, completed: 0, leasesLost: 0, draining: false }
     const held = new Map<string, Claim>()
+    /** Jobs whose lost lease the heartbeat already counted. */
+    const lostCounted = new Set<string>()
     const fibers = yield* FiberMap.make<string>()
     const slots = yield* Effect.makeSemaphore(concurrency)
     let wake = yield* Deferred.make<void>()
@@ -85,7 +87,7 @@ export const make = (options: Options = {}) =>
           RunHandle<unknown>,
           LoadError
         >
-        const handle = yield* adopted
+        yield* adopted
         const lost = yield* Deferred.make<void>()
         let leaseUntil = claim.leaseUntil
         /** Renews the lease; a renewal that cannot reach the store is retried until the lease runs out, then the claim is lost. */
@@ -112,6 +114,7 @@ export const make = (options: Options = {}) =>
           Effect.forever,
           Effect.catchTag("LeaseLostError", (error) =>
             Effect.gen(function*() {
+              lostCounted.add(claim.job.jobId)
               stats.leasesLost++
               yield* Effect.logWarning("claim lost", error.message).pipe(
                 Effect.annotateLogs({ event: "ClaimLost", runId: run.runId, jobId: claim.job.jobId, epoch: claim.epoch })
@@ -122,33 +125,48 @@ export const make = (options: Options = {}) =>
           Effect.fork
         )
         const settled = yield* Effect.raceFirst(
-          Effect.map(handle.result, Option.some),
+          Effect.map(
+            runner.result(graph, run.runId, run.status === "waiting" ? { afterSeq: run.lastSeq } : {}),
+            Option.some
+          ),
           Effect.as(Deferred.await(lost), Option.none())
         ).pipe(Effect.ensuring(Fiber.interrupt(heartbeat)))
         if (Option.isNone(settled)) return
         const result = settled.value
         if (result.status === "waiting") {
+          yield* runner.stop(run.runId)
           const stored = yield* Effect.orDie(store.get(run.runId))
           if (stored.waitUntil !== null || stored.config.deadline !== null) {
             const at = Math.min(stored.waitUntil ?? Number.MAX_SAFE_INTEGER, stored.config.deadline ?? Number.MAX_SAFE_INTEGER)
             yield* queue.enqueue(run.runId, { now: yield* now, availableAt: at })
           }
         } else if (!terminalStatuses.has(result.status)) {
-          return
+          return yield* Effect.die(new Error(result.stopped ?? `the run's actor stopped while the run was ${result.status}`))
         }
         yield* queue.complete(claim, { now: yield* now })
         stats.completed++
       }).pipe(
         Effect.catchTag("LeaseLostError", (error) =>
-          Effect.logWarning("claim lost", error.message).pipe(Effect.annotateLogs({ event: "ClaimLost", runId: claim.job.runId }))),
+          Effect.zipRight(
+            Effect.sync(() => {
+              if (!lostCounted.has(claim.job.jobId)) stats.leasesLost++
+            }),
+            Effect.logWarning("claim lost", error.message).pipe(Effect.annotateLogs({ event: "ClaimLost", runId: claim.job.runId }))
+          )),
         Effect.catchAllCause((cause) =>
           Effect.gen(function*() {
             yield* Effect.logError(`job ${claim.job.jobId} of run ${claim.job.runId} failed`, cause)
             const delayMillis = Math.min(60_000, 1000 * 2 ** Math.min(10, claim.job.attempts))
-            yield* queue.retryLater(claim, { now: yield* now, error: String(cause), delayMillis }).pipe(Effect.ignore)
+            const squashed = Cause.squash(cause) as { readonly _tag?: unknown; readonly message?: unknown }
+            const message = typeof squashed?.message === "string" ? squashed.message : String(squashed)
+            const error = typeof squashed?._tag === "string" ? `${squashed._tag}: ${message}` : message
+            yield* queue.retryLater(claim, { now: yield* now, error, delayMillis }).pipe(Effect.ignore)
           })
         ),
-        Effect.ensuring(Effect.sync(() => held.delete(claim.job.jobId))),
+        Effect.ensuring(Effect.sync(() => {
+          held.delete(claim.job.jobId)
+          lostCounted.delete(claim.job.jobId)
+        })),
         Effect.annotateLogs({ workerId, runId: claim.job.runId, jobId: claim.job.jobId }),
         Effect.withSpan("fibergraph.worker.job", { attributes: { "fibergraph.run_id": claim.job.runId } })
       )
