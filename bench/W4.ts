@@ -13,14 +13,14 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Array as Arr, Clock, Config, Console, Context, Data, Duration, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
+import { Array as Arr, Console, Duration, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
 import { loadavg } from "node:os"
 import * as NodePath from "node:path"
 import { CircuitBreaker, Runner } from "../src/index.js"
 import * as Migrations from "../src/layers/sql/Migrations.js"
 import * as PgliteClient from "../src/layers/sql/PgliteClient.js"
 import * as RunStoreSql from "../src/layers/sql/RunStoreSql.js"
-import { check, round, timed, type Workload } from "./Harness.js"
+import { check, connectAdmin, describe, round, scratchDatabase, serverUrl, timed, Unavailable, withDatabase, type Workload } from "./Harness.js"
 import { chain } from "./W1.js"
 
 const CHAIN = 10
@@ -32,27 +32,9 @@ const WARMUP_PAR_RUNS = 40
 /** Server pool size, kept open for the whole bench so no connection start-up lands in a measured window. */
 const POOL = 10
 const PGBENCH_SECONDS = 10
-const DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test"
 
 /** Which engines a W4 invocation measures. */
 export type Target = "embedded" | "server"
-
-/** Something the bench needed from the machine (a server, `pgbench`, statistics) was not there. */
-class Unavailable extends Data.TaggedError("Unavailable")<{ readonly what: string; readonly reason: string }> {
-  override get message() {
-    return `${this.what}: ${this.reason}`
-  }
-}
-
-const describe = (cause: unknown): string => {
-  if (typeof cause === "object" && cause !== null) {
-    const inner = (cause as { readonly cause?: unknown }).cause
-    const message = (cause as { readonly message?: unknown }).message
-    const own = typeof message === "string" ? message : String(cause)
-    return inner === undefined ? own : `${own} (${describe(inner)})`
-  }
-  return String(cause)
-}
 
 /** Reads a database's committed-transaction counter after flushing every session's pending statistics. */
 interface CommitCounter {
@@ -245,39 +227,6 @@ const embedded = Effect.gen(function*() {
     embeddedCounter
   )
 }).pipe(Effect.scoped)
-
-const serverUrl = Config.redacted("DATABASE_URL").pipe(Config.withDefault(Redacted.make(DEFAULT_DATABASE_URL)))
-
-const withDatabase = (url: Redacted.Redacted, database: string) => {
-  const u = new URL(Redacted.value(url))
-  u.pathname = `/${database}`
-  return Redacted.make(u.toString())
-}
-
-/** The admin connection: one connection to the configured database, for DDL and statistics. */
-const connectAdmin = (url: Redacted.Redacted) =>
-  Layer.build(PgClient.layer({ url, maxConnections: 1, connectTimeout: Duration.seconds(5) })).pipe(
-    Effect.map((context) => Context.get(context, PgClient.PgClient)),
-    Effect.mapError((e) => new Unavailable({ what: "Postgres server", reason: describe(e) }))
-  )
-
-/** A database created for the bench through `admin`, dropped (with any lingering sessions) when the scope closes. */
-const scratchDatabase = (admin: SqlClient.SqlClient, purpose: string) =>
-  Effect.gen(function*() {
-    const now = yield* Clock.currentTimeMillis
-    const name = `fibergraph_bench_${purpose}_${process.pid}_${now}`
-    yield* Effect.acquireRelease(
-      Effect.mapError(
-        admin`CREATE DATABASE ${admin(name)}`,
-        (e) => new Unavailable({ what: `CREATE DATABASE ${name}`, reason: describe(e) })
-      ),
-      () =>
-        admin`DROP DATABASE IF EXISTS ${admin(name)} WITH (FORCE)`.pipe(
-          Effect.catchAll((e) => Console.error(`W4: could not drop the bench database ${name}: ${describe(e)}`))
-        )
-    )
-    return name
-  })
 
 const runProcess = (command: Command.Command) =>
   Effect.scoped(Effect.gen(function*() {
