@@ -24,7 +24,8 @@ export interface Options {
   readonly retainCheckpoints?: number
 }
 
-interface RunRow {
+/** A row of `fibergraph.runs` as the drivers return it (int8 as string or number, jsonb parsed or text). */
+export interface RunRow {
   readonly run_id: string
   readonly tenant: string
   readonly graph_id: string
@@ -89,7 +90,8 @@ const rowFields = (row: RunRow) => ({
   updatedAt: Number(row.updated_at)
 })
 
-const toRun = (row: RunRow): Either.Either<RunRecord, EventLogCorruptionError> =>
+/** A run row decoded into a `RunRecord` (a row that does not decode is corruption). */
+export const toRun = (row: RunRow): Either.Either<RunRecord, EventLogCorruptionError> =>
   Either.mapLeft(
     decodeRun(rowFields(row)),
     (e) => corrupt(row.run_id, `the run row does not decode: ${formatParseError(e)}`)

@@ -7,10 +7,11 @@ import { randomUUID } from "node:crypto"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Effect, Layer, Option, Schema, Stream } from "effect"
-import { RunRecord, RunStore } from "../../services/RunStore.js"
+import { Effect, Either, Layer, Option, Schema, Stream } from "effect"
+import { RunStore } from "../../services/RunStore.js"
 import { type Claim, Job, LeaseLostError, WorkQueue } from "../../services/WorkQueue.js"
 import { PgliteClient } from "./PgliteClient.js"
+import { type RunRow, toRun } from "./RunStoreSql.js"
 
 /** The notification channel that announces claimable work. */
 export const channel = "fibergraph_jobs"
@@ -170,7 +171,7 @@ export const make = Effect.gen(function*() {
         ([row]): Option.Option<Claim> => {
           if (row === undefined) return Option.none()
           const job = toJob(parse(row.job) as JobRow)
-          const run = runFromRow(parse(row.run) as Record<string, unknown>)
+          const run = Either.getOrThrow(toRun(parse(row.run) as RunRow))
           return Option.some({ job, run, epoch: run.claimEpoch, leaseUntil: job.leaseUntil ?? now + leaseMillis })
         }
       ),
@@ -309,32 +310,6 @@ export const make = Effect.gen(function*() {
       : Stream.never
   })
 })
-
-const decodeRun = Schema.decodeUnknownSync(RunRecord)
-
-/** A run row as `row_to_json` gives it (numbers may be numbers, jsonb already parsed). */
-const runFromRow = (row: Record<string, unknown>): RunRecord =>
-  decodeRun({
-    runId: row["run_id"],
-    tenant: row["tenant"],
-    graphId: row["graph_id"],
-    graphVersion: row["graph_version"],
-    graphHash: row["graph_hash"],
-    status: row["status"],
-    step: Number(row["step"]),
-    claimEpoch: Number(row["claim_epoch"]),
-    lastSeq: Number(row["last_seq"]),
-    config: parse(row["config"]),
-    usage: parse(row["usage"]),
-    waitUntil: row["wait_until"] === null ? null : Number(row["wait_until"]),
-    parentRunId: row["parent_run_id"] ?? null,
-    forkedFrom: row["forked_from_run_id"] === null || row["forked_from_run_id"] === undefined
-      ? null
-      : { runId: row["forked_from_run_id"], seq: Number(row["forked_from_seq"]) },
-    error: parse(row["error"]) ?? null,
-    createdAt: Number(row["created_at"]),
-    updatedAt: Number(row["updated_at"])
-  })
 
 /** The SQL queue as a layer (beside `RunStoreSql.layer` on the same `SqlClient`). */
 export const layer: Layer.Layer<WorkQueue, never, SqlClient.SqlClient | RunStore> = Layer.effect(WorkQueue, make)
