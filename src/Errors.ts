@@ -215,11 +215,15 @@ export class StaleClaimError extends Schema.TaggedError<StaleClaimError>()("Stal
   epoch: Schema.Number,
   currentEpoch: Schema.Number,
   expectedStep: Schema.Number,
-  currentStep: Schema.Number
+  currentStep: Schema.Number,
+  /** Why the claim counts as lost when no newer epoch was seen (a lease that ran out). */
+  reason: Schema.optional(Schema.String)
 }) {
   override get message() {
-    return `run ${this.runId}: stale write (claim epoch ${this.epoch} vs current ${this.currentEpoch}, ` +
-      `expected step ${this.expectedStep} vs current ${this.currentStep}); this worker lost the run and must stop`
+    const why = this.reason === undefined
+      ? `claim epoch ${this.epoch} vs current ${this.currentEpoch}, expected step ${this.expectedStep} vs current ${this.currentStep}`
+      : `claim epoch ${this.epoch}: ${this.reason}`
+    return `run ${this.runId}: stale write (${why}); this worker lost the run and must stop`
   }
 }
 

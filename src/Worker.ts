@@ -5,7 +5,9 @@
  * layer stops claiming, gives in-flight runs a grace period to settle and releases the rest.
  */
 import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Fiber, FiberMap, Layer, Option, Random, Stream } from "effect"
+import { StaleClaimError } from "./Errors.js"
 import type { CompiledGraph } from "./Graph.js"
+import * as Control from "./internal/Control.js"
 import type { HumanResponse } from "./Node.js"
 import { type LoadError, type ResponseTarget, type RunHandle, Runner, type StartOptions } from "./Runner.js"
 import { GraphRegistry } from "./services/GraphRegistry.js"
@@ -69,6 +71,17 @@ export const make = (options: Options = {}) =>
 
     const now = Clock.currentTimeMillis
 
+    /** Logs a lost claim once per job (the heartbeat, the runner and the store may each notice it). */
+    const claimLost = (claim: Claim, detail: string) =>
+      Effect.suspend(() => {
+        if (lostCounted.has(claim.job.jobId)) return Effect.void
+        lostCounted.add(claim.job.jobId)
+        stats.leasesLost++
+        return Effect.logWarning("claim lost", detail).pipe(
+          Effect.annotateLogs({ event: "ClaimLost", runId: claim.job.runId, jobId: claim.job.jobId, epoch: claim.epoch })
+        )
+      })
+
     /** Runs one claimed job to a settled run (or a lost lease), then completes, re-queues or dead-letters it. */
     const work = (claim: Claim) =>
       Effect.gen(function*() {
@@ -79,17 +92,27 @@ export const make = (options: Options = {}) =>
           return yield* queue.deadLetter(claim, { now: yield* now, error: entry.left.message })
         }
         const graph = entry.right.graph
-        const due = run.status !== "waiting" || (run.waitUntil !== null && run.waitUntil <= (yield* now)) ||
-          (run.config.deadline !== null && run.config.deadline <= (yield* now))
-        if (terminalStatuses.has(run.status) || !due) return yield* queue.complete(claim, { now: yield* now })
+        const at = yield* now
+        const due = run.status !== "waiting" || Control.due(run, at) !== undefined
+        if (terminalStatuses.has(run.status) || !due) return yield* queue.complete(claim, { now: at })
 
-        const adopted = runner.adopt(graph, run).pipe(Effect.provide(entry.right.context)) as Effect.Effect<
-          RunHandle<unknown>,
-          LoadError
-        >
-        yield* adopted
-        const lost = yield* Deferred.make<void>()
+        const lost = yield* Deferred.make<string>()
         let leaseUntil = claim.leaseUntil
+        const lostClaim = (detail: string) =>
+          new StaleClaimError({
+            runId: run.runId,
+            epoch: claim.epoch,
+            currentEpoch: claim.epoch,
+            expectedStep: run.step,
+            currentStep: run.step,
+            reason: detail
+          })
+        /** Checked before every step: no node starts once the lease has run out or was lost. */
+        const guard = Effect.gen(function*() {
+          const detail = yield* Deferred.poll(lost)
+          if (Option.isSome(detail)) return yield* Effect.fail(lostClaim(yield* detail.value))
+          if ((yield* now) >= leaseUntil) return yield* Effect.fail(lostClaim("the lease ran out before the step started"))
+        })
         /** Renews the lease; a renewal that cannot reach the store is retried until the lease runs out, then the claim is lost. */
         const renew = Effect.gen(function*() {
           const at = yield* now
@@ -114,45 +137,43 @@ export const make = (options: Options = {}) =>
           Effect.forever,
           Effect.catchTag("LeaseLostError", (error) =>
             Effect.gen(function*() {
-              lostCounted.add(claim.job.jobId)
-              stats.leasesLost++
-              yield* Effect.logWarning("claim lost", error.message).pipe(
-                Effect.annotateLogs({ event: "ClaimLost", runId: run.runId, jobId: claim.job.jobId, epoch: claim.epoch })
-              )
+              yield* claimLost(claim, error.message)
+              yield* Deferred.succeed(lost, error.message)
               yield* runner.stop(run.runId)
-              yield* Deferred.succeed(lost, undefined)
             })),
           Effect.fork
         )
-        const settled = yield* Effect.raceFirst(
-          Effect.map(
-            runner.result(graph, run.runId, run.status === "waiting" ? { afterSeq: run.lastSeq } : {}),
-            Option.some
-          ),
-          Effect.as(Deferred.await(lost), Option.none())
-        ).pipe(Effect.ensuring(Fiber.interrupt(heartbeat)))
+        const settled = yield* Effect.gen(function*() {
+          yield* runner.adopt(graph, run, { guard }).pipe(Effect.provide(entry.right.context)) as Effect.Effect<
+            RunHandle<unknown>,
+            LoadError | StaleClaimError
+          >
+          return yield* Effect.raceFirst(
+            Effect.map(
+              runner.result(graph, run.runId, run.status === "waiting" ? { afterSeq: run.lastSeq } : {}),
+              Option.some
+            ),
+            Effect.as(Deferred.await(lost), Option.none())
+          )
+        }).pipe(Effect.ensuring(Fiber.interrupt(heartbeat)))
         if (Option.isNone(settled)) return
         const result = settled.value
+        if (result.claimLost === true) return yield* claimLost(claim, result.stopped ?? "the run's claim moved to another owner")
         if (result.status === "waiting") {
           yield* runner.stop(run.runId)
           const stored = yield* Effect.orDie(store.get(run.runId))
-          if (stored.waitUntil !== null || stored.config.deadline !== null) {
-            const at = Math.min(stored.waitUntil ?? Number.MAX_SAFE_INTEGER, stored.config.deadline ?? Number.MAX_SAFE_INTEGER)
-            yield* queue.enqueue(run.runId, { now: yield* now, availableAt: at })
-          }
+          const at = Control.nextDue(stored)
+          if (at !== null) yield* queue.enqueue(run.runId, { now: yield* now, availableAt: at })
         } else if (!terminalStatuses.has(result.status)) {
           return yield* Effect.die(new Error(result.stopped ?? `the run's actor stopped while the run was ${result.status}`))
         }
         yield* queue.complete(claim, { now: yield* now })
         stats.completed++
       }).pipe(
-        Effect.catchTag("LeaseLostError", (error) =>
-          Effect.zipRight(
-            Effect.sync(() => {
-              if (!lostCounted.has(claim.job.jobId)) stats.leasesLost++
-            }),
-            Effect.logWarning("claim lost", error.message).pipe(Effect.annotateLogs({ event: "ClaimLost", runId: claim.job.runId }))
-          )),
+        Effect.catchTags({
+          LeaseLostError: (error) => claimLost(claim, error.message),
+          StaleClaimError: (error) => claimLost(claim, error.message)
+        }),
         Effect.catchAllCause((cause) =>
           Effect.gen(function*() {
             yield* Effect.logError(`job ${claim.job.jobId} of run ${claim.job.runId} failed`, cause)
