@@ -352,8 +352,11 @@ const workerSuite = ({ clock, t, test }: Setup) => {
       }
       const status = yield* worker.status
       assert.deepStrictEqual([status.leasesLost, status.completed, status.active], [1, 0, []])
-      const lost = (yield* worker.logs).filter((l) => l.level === "WARN" && l.message.includes("claim lost"))
+      const logs = yield* worker.logs
+      const lost = logs.filter((l) => l.level === "WARN" && l.message.includes("claim lost"))
       assert.isTrue(lost.some((l) => l.annotations["event"] === "ClaimLost" && l.annotations["runId"] === runId), "a ClaimLost warning is logged")
+      assert.strictEqual(lost.length, 1, "one WARN per lost claim")
+      assert.deepStrictEqual(logs.filter((l) => l.level === "ERROR").map((l) => l.message), [], "a lost claim is no ERROR")
 
       yield* clock.advance(t.medium + 1_000)
       const after = commits.log.slice(mark).filter((c) => c.runId === runId)
@@ -394,8 +397,10 @@ const workerSuite = ({ clock, t, test }: Setup) => {
       assert.deepStrictEqual([job?.status, job?.attempts, job?.claimedBy, others.length], ["done", 2, "B", 0])
       assert.deepStrictEqual([(yield* rescuer.status).completed, (yield* stalled.status).completed], [1, 0])
       assert.strictEqual((yield* stalled.status).leasesLost, 1, "A counts its one lost claim once")
-      const lost = (yield* stalled.logs).filter((l) => l.level === "WARN" && l.message.includes("claim lost"))
-      assert.isTrue(lost.length > 0, "A logged that it lost the claim")
+      const logs = yield* stalled.logs
+      const lost = logs.filter((l) => l.level === "WARN" && l.message.includes("claim lost"))
+      assert.strictEqual(lost.length, 1, "A logged once that it lost the claim")
+      assert.deepStrictEqual(logs.filter((l) => l.level === "ERROR").map((l) => l.message), [], "a lost claim is no ERROR")
     }))
 
   test("a stalled owner whose node ends after the takeover gets its commit rejected and writes nothing", () =>
@@ -425,8 +430,10 @@ const workerSuite = ({ clock, t, test }: Setup) => {
       const events = yield* Effect.orDie(store.events(runId, 0))
       assert.deepStrictEqual(events.map((e) => e.seq), events.map((_, i) => i + 1), "the event log has no gap and no duplicate")
       assert.deepStrictEqual(["a", "c"].map((n) => executionsOf(probe, runId, n)), [1, 1])
-      const lost = (yield* stalled.logs).filter((l) => l.level === "WARN" && l.message.includes("claim lost"))
-      assert.isTrue(lost.length > 0, "A logged that it lost the claim")
+      const logs = yield* stalled.logs
+      const lost = logs.filter((l) => l.level === "WARN" && l.message.includes("claim lost"))
+      assert.strictEqual(lost.length, 1, "A logged once that it lost the claim")
+      assert.deepStrictEqual(logs.filter((l) => l.level === "ERROR").map((l) => l.message), [], "a lost claim is no ERROR")
       const status = yield* stalled.status
       assert.strictEqual(status.completed, 0, "A does not count the run as completed")
       assert.strictEqual(status.leasesLost, 1, "A counts the claim it lost")

@@ -1,6 +1,6 @@
 /**
- * Loading a stored run for a graph: the graph check, the log check (the log after the checkpoint
- * reaches the run's last sequence and holds no terminal event the row does not show), and the
+ * Loading a stored run for a graph: the graph check, the log check (the log from the checkpoint's
+ * last event on reaches the run's last sequence and holds no terminal event the row does not show), and the
  * checkpoint migration when an older graph version stored the run.
  */
 import { Effect, Option, ParseResult } from "effect"
@@ -68,7 +68,7 @@ export const load = (
         : graph.migrations.find((m) => m.fromVersion === current.graphVersion)
       if (!sameGraph && migration === undefined) yield* checkGraph(graph, current)
       const stored = yield* store.latestCheckpoint(runId)
-      const tail = Option.isNone(stored) ? [] : yield* store.events(runId, stored.value.seq)
+      const tail = Option.isNone(stored) ? [] : yield* store.events(runId, stored.value.seq - 1)
       const last = Option.isNone(stored) ? undefined : tail.length === 0 ? stored.value.seq : tail[tail.length - 1]!.seq
       if (last !== current.lastSeq) {
         const fresh = yield* store.get(runId)
