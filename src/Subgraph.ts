@@ -6,15 +6,7 @@
 import { Effect } from "effect"
 import { MaxStepsExceededError, NodeFailedError } from "./Errors.js"
 import type { CompiledGraph } from "./Graph.js"
-import {
-  type Env,
-  InternalContext,
-  type Internals,
-  nextPosition,
-  type Position,
-  runStep,
-  startFrontier
-} from "./internal/Step.js"
+import { runToEnd } from "./internal/Step.js"
 import { type NodeContext, NodeInterrupt } from "./Node.js"
 import * as State from "./State.js"
 
@@ -41,46 +33,29 @@ export const node = <G extends CompiledGraph<any, any, any>, PS, I, U>(
   G extends CompiledGraph<any, any, infer R> ? R : never
 > =>
   Effect.suspend(() => {
-    const internals = (ctx as unknown as { readonly [InternalContext]: Internals })[InternalContext]
-    const parent = internals.env
-    const env: Env = {
-      ...parent,
-      graph,
-      config: { ...parent.config, interruptBefore: [], interruptAfter: [] },
-      prefix: `${parent.prefix}${ctx.node}/`,
-      scope: `${parent.scope}${internals.step}.${ctx.index}.`,
-      resumeSource: internals.nextResume
-    }
     const state = State.initial(graph.state, mapping.input(ctx.state, ctx.input) as Record<string, unknown>)
-    const frontier = startFrontier(env, state)
-    if (!Array.isArray(frontier)) return Effect.fail(subgraphFailure(ctx, frontier._tag, frontier.message))
-    const loop = (pos: Position): Effect.Effect<U, NodeFailedError | MaxStepsExceededError | NodeInterrupt, unknown> =>
-      Effect.flatMap(runStep(env, pos, internals.stamp), (outcome) => {
-        for (const e of outcome.events) internals.events.push(e)
-        switch (outcome._tag) {
+    return Effect.flatMap(
+      runToEnd(ctx as NodeContext<unknown, unknown>, graph, state),
+      (ended): Effect.Effect<U, NodeFailedError | MaxStepsExceededError | NodeInterrupt> => {
+        switch (ended._tag) {
+          case "Completed":
+            return Effect.succeed(mapping.output(ended.state as StateOfGraph<G>, ctx.state))
           case "Failed":
-            return Effect.fail(subgraphFailure(ctx, outcome.error.tag, outcome.error.message))
-          case "Waiting": {
-            const first = outcome.interrupts.find((i) => i.kind === "node")
-            return Effect.fail(new NodeInterrupt(first?.payload, outcome.waitMillis))
-          }
-          case "Advanced": {
-            if (outcome.frontier.length === 0) {
-              return Effect.succeed(mapping.output(outcome.state as StateOfGraph<G>, ctx.state))
-            }
-            if (pos.step + 1 >= env.config.maxSteps) {
-              return Effect.fail(new MaxStepsExceededError({ runId: ctx.runId, maxSteps: env.config.maxSteps }))
-            }
-            return loop(nextPosition(pos, outcome))
-          }
+            return Effect.fail(
+              new NodeFailedError({
+                runId: ctx.runId,
+                node: ctx.node,
+                index: ctx.index,
+                attempt: ctx.attempt,
+                errorTag: ended.tag,
+                detail: ended.message
+              })
+            )
+          case "Waiting":
+            return Effect.fail(new NodeInterrupt(ended.payload, ended.waitMillis))
+          case "MaxStepsExceeded":
+            return Effect.fail(new MaxStepsExceededError({ runId: ctx.runId, maxSteps: ended.maxSteps }))
         }
-      })
-    return loop({ step: 0, state, frontier, pending: new Map(), interrupts: [], barriers: {} }) as Effect.Effect<
-      U,
-      NodeFailedError | MaxStepsExceededError | NodeInterrupt,
-      never
-    >
+      }
+    ) as Effect.Effect<U, NodeFailedError | MaxStepsExceededError | NodeInterrupt, never>
   })
-
-const subgraphFailure = (ctx: NodeContext<unknown, unknown>, tag: string, message: string) =>
-  new NodeFailedError({ runId: ctx.runId, node: ctx.node, index: ctx.index, attempt: ctx.attempt, errorTag: tag, detail: message })
