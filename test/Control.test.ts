@@ -90,7 +90,13 @@ for (const engine of engines) {
             const late = yield* within(Effect.either(runner.respond(g, handle.runId, { _tag: "approve" })), "a late respond")
             const cancel = yield* within(Effect.either(runner.cancel(handle.runId)), "a late cancel")
             const again = yield* within(Effect.either(runner.answer(g, handle.runId, { _tag: "reject" })), "a late answer")
-            for (const outcome of [...both.filter(Either.isLeft), late, cancel, again]) {
+            const refused: ReadonlyArray<Either.Either<unknown, { readonly _tag: string }>> = [
+              ...both.filter(Either.isLeft),
+              late,
+              cancel,
+              again
+            ]
+            for (const outcome of refused) {
               assert.isTrue(Either.isLeft(outcome), "a command on a run that moved on is refused")
               if (Either.isLeft(outcome)) assert.strictEqual(outcome.left._tag, "RunStatusError")
             }

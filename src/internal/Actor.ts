@@ -296,6 +296,14 @@ export const spawn = <R>(actors: Actors, events: RunEvents, graph: CompiledGraph
         actors.stopped.set(runId, { message: squashed instanceof Error ? squashed.message : String(squashed), claimLost: false })
         return Effect.logError(`run ${runId}: actor failed`, cause)
       }),
+      Effect.withSpan("fibergraph.run", {
+        attributes: {
+          "fibergraph.run_id": runId,
+          "fibergraph.graph_id": graph.id,
+          "fibergraph.graph_version": graph.version,
+          "fibergraph.epoch": writer.epoch
+        }
+      }),
       Effect.provide(context)
     ) as Effect.Effect<void>
     yield* FiberMap.run(actors.fibers, runId, body)
