@@ -3,6 +3,9 @@
  * Postgres and the embedded database. A step commit is a single statement (one round trip, one
  * transaction): the fenced run-row update, the event inserts, the checkpoint insert and the
  * pruning of old checkpoints all take effect together or not at all.
+ *
+ * Every call is uninterruptible: an interrupt waits for the statement instead of cancelling it,
+ * because `@effect/sql-pg`'s cancel can land on another fiber's statement (Effect-TS/effect#8068).
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
@@ -117,19 +120,24 @@ const toCheckpoint = (row: CheckpointRow): Either.Either<Checkpoint, EventLogCor
       corrupt(row.run_id, `checkpoint at sequence ${row.seq} does not decode: ${formatParseError(e)}`)
   )
 
-/** Connection loss, serialization failures and deadlocks: worth retrying a fenced commit for. */
-const isTransient = (error: unknown) => {
+/**
+ * Connection loss, serialization failures, deadlocks and cancelled statements: worth retrying a
+ * fenced commit or a claim for. A cancel (57014) can hit a statement nobody interrupted: the
+ * driver's `pg_cancel_backend` for an interrupted statement that had already finished lands on
+ * the next statement of that pooled connection.
+ */
+export const isTransient = (error: unknown) => {
   if ((error as { _tag?: string })._tag !== "SqlError") return false
   const cause = (error as SqlError).cause as { readonly code?: unknown } | undefined
   const code = typeof cause?.code === "string" ? cause.code : ""
   const message = cause instanceof Error ? cause.message : ""
   if (code === "" && /Connection terminated|Connection error|connection is closed/i.test(message)) return true
-  return code.startsWith("08") || code === "40001" || code === "40P01" || code === "57P01" ||
+  return code.startsWith("08") || code === "40001" || code === "40P01" || code === "57P01" || code === "57014" ||
     code === "ECONNRESET" || code === "ECONNREFUSED" || code === "EPIPE"
 }
 
 /** Full-jitter exponential backoff for transient failures of a commit: 25 ms doubling, capped at 1 s, 5 retries. */
-const transientRetry = Schedule.exponential("25 millis").pipe(
+export const transientRetry = Schedule.exponential("25 millis").pipe(
   Schedule.modifyDelay((d) => Duration.millis(Math.min(Duration.toMillis(d), 1000))),
   Schedule.jitteredWith({ min: 0, max: 1 }),
   Schedule.intersect(Schedule.recurs(5))
@@ -510,16 +518,16 @@ export const make = (options: Options = {}) =>
       )
 
     return RunStore.of({
-      create,
-      get: (runId) => dieSql(findRun(runId), "get"),
-      acquire,
-      commit,
-      events,
-      latestCheckpoint,
-      checkpoints,
-      list,
-      fork,
-      compact
+      create: (run, events, checkpoint) => Effect.uninterruptible(create(run, events, checkpoint)),
+      get: (runId) => Effect.uninterruptible(dieSql(findRun(runId), "get")),
+      acquire: (runId) => Effect.uninterruptible(acquire(runId)),
+      commit: (c) => Effect.uninterruptible(commit(c)),
+      events: (runId, afterSeq) => Effect.uninterruptible(events(runId, afterSeq)),
+      latestCheckpoint: (runId) => Effect.uninterruptible(latestCheckpoint(runId)),
+      checkpoints: (runId) => Effect.uninterruptible(checkpoints(runId)),
+      list: (filter) => Effect.uninterruptible(list(filter)),
+      fork: (runId, options) => Effect.uninterruptible(fork(runId, options)),
+      compact: (runId, beforeSeq) => Effect.uninterruptible(compact(runId, beforeSeq))
     })
   })
 

@@ -2,6 +2,8 @@
  * The SQL `WorkQueue`, beside the SQL `RunStore` on the same database. A claim is one statement:
  * it picks a job with `FOR UPDATE SKIP LOCKED` (fairly across tenants, then by priority), bumps
  * its run's claim epoch and leases the job under that epoch. Wake-ups use `LISTEN/NOTIFY`.
+ * Every call is uninterruptible, like the SQL `RunStore`'s (an interrupt's cancel can hit another
+ * fiber's statement); a claim retries transient failures, cancelled statements among them.
  */
 import { randomUUID } from "node:crypto"
 import * as PgClient from "@effect/sql-pg/PgClient"
@@ -11,7 +13,7 @@ import { Effect, Either, Layer, Option, Schema, Stream } from "effect"
 import { RunStore } from "../../services/RunStore.js"
 import { type Claim, Job, LeaseLostError, WorkQueue } from "../../services/WorkQueue.js"
 import { PgliteClient } from "./PgliteClient.js"
-import { type RunRow, toRun } from "./RunStoreSql.js"
+import { isTransient, type RunRow, toRun, transientRetry } from "./RunStoreSql.js"
 
 /** The notification channel that announces claimable work. */
 export const channel = "fibergraph_jobs"
@@ -53,6 +55,10 @@ const toJob = (row: JobRow): Job =>
     createdAt: Number(row.created_at),
     updatedAt: Number(row.updated_at)
   })
+
+/** `f`, with every call uninterruptible. */
+const uninterruptible = <Args extends ReadonlyArray<unknown>, A, E, R>(f: (...args: Args) => Effect.Effect<A, E, R>) =>
+(...args: Args) => Effect.uninterruptible(f(...args))
 
 const parse = (v: unknown) => typeof v === "string" ? JSON.parse(v) as unknown : v
 
@@ -167,7 +173,9 @@ export const make = Effect.gen(function*() {
             SELECT c.tenant, nextval('fibergraph.claim_seq') FROM candidate c
             ON CONFLICT (tenant) DO UPDATE SET last_claim = excluded.last_claim
           )
-          SELECT row_to_json(job.*) AS job, row_to_json(run.*) AS run FROM job, run`,
+          SELECT row_to_json(job.*) AS job, row_to_json(run.*) AS run FROM job, run`.pipe(
+          Effect.retry({ schedule: transientRetry, while: isTransient })
+        ),
         ([row]): Option.Option<Claim> => {
           if (row === undefined) return Option.none()
           const job = toJob(parse(row.job) as JobRow)
@@ -215,10 +223,10 @@ export const make = Effect.gen(function*() {
         AND EXISTS (SELECT 1 FROM fibergraph.runs WHERE run_id = ${c.job.runId} AND claim_epoch = ${c.epoch})`
 
   return WorkQueue.of({
-    submit,
-    enqueue,
-    claim,
-    heartbeat: (c, { leaseMillis, now }) =>
+    submit: uninterruptible(submit),
+    enqueue: uninterruptible(enqueue),
+    claim: uninterruptible(claim),
+    heartbeat: uninterruptible((c, { leaseMillis, now }) =>
       Effect.map(
         guarded(
           c,
@@ -230,16 +238,16 @@ export const make = Effect.gen(function*() {
             RETURNING lease_until`
         ),
         (row) => Number(row.lease_until)
-      ),
-    complete: (c, { now }) =>
+      )),
+    complete: uninterruptible((c, { now }) =>
       Effect.asVoid(guarded(
         c,
         now,
         "complete",
         sql`UPDATE fibergraph.jobs SET status = 'done', lease_until = NULL, updated_at = ${now}
             WHERE ${owned(c)} RETURNING job_id`
-      )),
-    release: (c, { now }) =>
+      ))),
+    release: uninterruptible((c, { now }) =>
       Effect.asVoid(guarded(
         c,
         now,
@@ -247,8 +255,8 @@ export const make = Effect.gen(function*() {
         sql`UPDATE fibergraph.jobs SET status = 'queued', lease_until = NULL, claimed_by = NULL,
               available_at = ${now}, attempts = greatest(attempts - 1, 0), updated_at = ${now}
             WHERE ${owned(c)} RETURNING job_id`
-      ).pipe(Effect.zipLeft(orDie(notify, "release")))),
-    retryLater: (c, { delayMillis, error, now }) =>
+      ).pipe(Effect.zipLeft(orDie(notify, "release"))))),
+    retryLater: uninterruptible((c, { delayMillis, error, now }) =>
       Effect.map(
         guarded(
           c,
@@ -262,30 +270,30 @@ export const make = Effect.gen(function*() {
             WHERE ${owned(c)} RETURNING *`
         ),
         toJob
-      ),
-    deadLetter: (c, { error, now }) =>
+      )),
+    deadLetter: uninterruptible((c, { error, now }) =>
       Effect.asVoid(guarded(
         c,
         now,
         "deadLetter",
         sql`UPDATE fibergraph.jobs SET status = 'dead', lease_until = NULL, last_error = ${error}, updated_at = ${now}
             WHERE ${owned(c)} RETURNING job_id`
-      )),
-    get: (jobId) =>
+      ))),
+    get: uninterruptible((jobId) =>
       orDie(
         Effect.map(sql<JobRow>`SELECT * FROM fibergraph.jobs WHERE job_id = ${jobId}`, ([row]) =>
           row === undefined ? Option.none() : Option.some(toJob(row))),
         "get"
-      ),
-    jobsOf: (runId) =>
+      )),
+    jobsOf: uninterruptible((runId) =>
       orDie(
         Effect.map(
           sql<JobRow>`SELECT * FROM fibergraph.jobs WHERE run_id = ${runId} ORDER BY created_at, seq`,
           (rows) => rows.map(toJob)
         ),
         "jobsOf"
-      ),
-    depth: (now) =>
+      )),
+    depth: uninterruptible((now) =>
       orDie(
         Effect.map(
           sql<{ readonly queued: string; readonly ready: string; readonly claimed: string; readonly dead: string }>`
@@ -302,7 +310,7 @@ export const make = Effect.gen(function*() {
           })
         ),
         "depth"
-      ),
+      )),
     wakeups: Option.isSome(pg)
       ? Stream.map(Stream.orDie(pg.value.listen(channel)), () => undefined)
       : Option.isSome(pglite)
