@@ -1,6 +1,6 @@
 /**
  * One node instance of a step, attempt by attempt: each attempt runs under the node's timeout
- * and circuit breaker in its own span; failures the policy deems transient are retried with
+ * and circuit breaker (in its own span when traced); failures the policy deems transient are retried with
  * `Effect.retry` on the node's backoff schedule; the last attempt's result is settled into an
  * update (validated against the node's writes and the state schema), an interrupt, or a failure.
  */
@@ -102,12 +102,16 @@ class Final {
   constructor(readonly error: unknown) {}
 }
 
-/** Runs one node instance of the step at `pos`, retrying its attempts as its policy says. */
+/**
+ * Runs one node instance of the step at `pos`, retrying its attempts as its policy says; with
+ * `traced`, each attempt runs in a `fibergraph.node` span.
+ */
 export const runInstance = (
   env: Env,
   pos: Position,
   entry: Entry,
-  stamp: Stamp
+  stamp: Stamp,
+  traced: boolean
 ): Effect.Effect<InstanceResult, never, unknown> => {
   const graph = env.graph
   const node = graph.nodes.get(entry.node)!
@@ -145,8 +149,8 @@ export const runInstance = (
       })
     }
     if (policy.breaker !== undefined) eff = env.breakers.protect(`${graph.id}/${entry.node}`, policy.breaker, eff)
-    return eff.pipe(
-      Effect.withSpan("fibergraph.node", {
+    if (traced) {
+      eff = Effect.withSpan(eff, "fibergraph.node", {
         attributes: {
           "fibergraph.graph_id": graph.id,
           "fibergraph.run_id": env.runId,
@@ -154,10 +158,11 @@ export const runInstance = (
           "fibergraph.index": entry.index,
           "fibergraph.attempt": n,
           "fibergraph.step": pos.step
-        }
-      }),
-      Effect.provideService(CurrentAttempt, n)
-    )
+        },
+        captureStackTrace: false
+      })
+    }
+    return Effect.provideService(eff, CurrentAttempt, n)
   }
 
   const failed = (error: unknown): InstanceResult => {
