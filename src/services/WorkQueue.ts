@@ -22,6 +22,7 @@ export const Job = Schema.Struct({
   status: JobStatus,
   /** Not claimable before this instant (epoch ms): delayed jobs and durable timers. */
   availableAt: Schema.Number,
+  /** Claims of the queued job so far; a takeover of a lapsed lease continues an attempt, it uses none. */
   attempts: Schema.Number,
   maxAttempts: Schema.Number,
   leaseUntil: Schema.NullOr(Schema.Number),
@@ -91,7 +92,8 @@ export class WorkQueue extends Context.Tag("fibergraph/WorkQueue")<WorkQueue, {
   ) => Effect.Effect<Job>
   /**
    * Leases the next claimable job (queued and available, or claimed with an expired lease), fairly
-   * across tenants and by priority, and bumps its run's claim epoch, in one transaction.
+   * across tenants, a lapsed lease before the tenant's other work, then by priority, and bumps its
+   * run's claim epoch, in one transaction. Only a claim of a queued job counts an attempt.
    */
   readonly claim: (
     workerId: string,

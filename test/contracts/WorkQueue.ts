@@ -486,7 +486,7 @@ export const workQueueContract = (
         assert.strictEqual(fresh.epoch, old.epoch + 1)
         assert.strictEqual(fresh.run.claimEpoch, old.epoch + 1)
         assert.strictEqual(fresh.run.step, 1, "the new owner resumes from the last committed step")
-        assert.strictEqual(fresh.job.attempts, 2)
+        assert.strictEqual(fresh.job.attempts, 1, "taking over a lapsed lease does not use an attempt")
         assert.strictEqual(fresh.job.claimedBy, "worker-b")
         assert.strictEqual(fresh.job.claimEpoch, fresh.epoch)
         assert.strictEqual(fresh.leaseUntil, now + LEASE)
@@ -503,6 +503,55 @@ export const workQueueContract = (
         assert.strictEqual(yield* queue.heartbeat(fresh, { now: now + 10, leaseMillis: LEASE }), now + 10 + LEASE)
         yield* queue.complete(fresh, { now: now + 20 })
         assert.strictEqual((yield* jobOf(job.jobId)).status, "done")
+      }))
+
+    it.effect("takeovers of lapsed leases use no attempts: a run that outlived ten lost workers still has its retries", () =>
+      Effect.gen(function*() {
+        const queue = yield* WorkQueue
+        const w = openWindow()
+        const { job } = yield* submitRun(w, {}, { maxAttempts: 2 })
+        let now = w.at(1_000)
+        let claim = yield* claimSome(w, "worker-0", now, 1_000)
+        assert.strictEqual(claim.job.attempts, 1)
+        for (let i = 1; i <= 10; i++) {
+          now += 1_001
+          const next = yield* claimSome(w, `worker-${i}`, now, 1_000)
+          assert.strictEqual(next.job.jobId, job.jobId)
+          assert.strictEqual(next.epoch, claim.epoch + 1)
+          assert.strictEqual(next.job.attempts, 1, `takeover ${i} used no attempt`)
+          claim = next
+        }
+        const retried = yield* queue.retryLater(claim, { now: now + 10, error: "first real error", delayMillis: 0 })
+        assert.strictEqual(retried.status, "queued", "the first real error is retried, not dead-lettered")
+        assert.strictEqual(retried.attempts, 1)
+        const second = yield* claimSome(w, "worker-a", now + 20)
+        assert.strictEqual(second.job.attempts, 2)
+        const dead = yield* queue.retryLater(second, { now: now + 30, error: "second real error", delayMillis: 0 })
+        assert.strictEqual(dead.status, "dead", "the second real error uses the last attempt")
+      }))
+
+    it.effect("a job whose lease lapsed is taken up before newer work of its tenant, even of higher priority", () =>
+      Effect.gen(function*() {
+        const w = openWindow()
+        const other = w.newTenant()
+        const { job: lapsed } = yield* submitRun(w, {}, { priority: 0 })
+        const t0 = w.at(1_000)
+        const old = yield* claimSome(w, "worker-a", t0, 1_000)
+        assert.strictEqual(old.job.jobId, lapsed.jobId)
+        const { job: newer } = yield* submitRun(w, { createdAt: t0 + 500 }, { priority: 10 })
+        const { job: sameAge } = yield* submitRun(w, { createdAt: t0 + 500 }, { priority: 0 })
+        const now = t0 + 2_000
+        const first = yield* claimSome(w, "worker-b", now)
+        assert.strictEqual(first.job.jobId, lapsed.jobId, "the lapsed job first")
+        assert.strictEqual(first.epoch, old.epoch + 1)
+        const second = yield* claimSome(w, "worker-b", now)
+        assert.strictEqual(second.job.jobId, newer.jobId, "then the newer work, by priority")
+        const third = yield* claimSome(w, "worker-b", now)
+        assert.strictEqual(third.job.jobId, sameAge.jobId)
+        const { job: otherJob } = yield* submitRun(w, { tenant: other, createdAt: t0 + 500 })
+        const fourth = yield* claimSome(w, "worker-b", now)
+        assert.strictEqual(fourth.job.jobId, otherJob.jobId)
+        yield* claimNone(w, now, "every job is claimed")
       }))
 
     it.effect("heartbeat extends a live lease; a lapsed one cannot be renewed, but can still be ended while nobody took it", () =>

@@ -6,15 +6,16 @@
  * - A claim picks, among jobs that are queued and available (`availableAt <= now`) or claimed
  *   with a lapsed lease (`leaseUntil < now`), and whose run has no other job under a live lease:
  *   the tenant with the fewest live leases, then the tenant whose latest claim is oldest in claim
- *   order (never claimed first), then higher priority, earlier `availableAt`, earlier `createdAt`,
- *   and creation order.
+ *   order (never claimed first), then a lapsed lease before queued work, then higher priority,
+ *   earlier `availableAt`, earlier `createdAt`, and creation order.
  * - A lease is live while `leaseUntil >= now`. `heartbeat` needs a live lease; `complete`,
  *   `release`, `retryLater` and `deadLetter` need only the current claim (the job still claimed
  *   under the claim's epoch and the run's epoch unchanged), so a lapsed lease nobody took yet
  *   can still be ended by its holder.
- * - `release` does not count the released claim as an attempt; `retryLater` dead-letters once
- *   `attempts >= maxAttempts` (the claim counted its attempt). Reclaiming a lapsed lease never
- *   dead-letters, so a crashed worker's run is always resumed.
+ * - A claim of a queued job counts an attempt; taking over a lapsed lease does not (the attempt
+ *   goes on under a new owner), and never dead-letters, so a crashed worker's run is always
+ *   resumed. `release` does not count the released claim as an attempt; `retryLater`
+ *   dead-letters once `attempts >= maxAttempts`.
  * - A submitted job is created at the run's `createdAt` (available then unless told otherwise);
  *   an idempotency key is recorded only by the submit that creates the run.
  */
@@ -122,6 +123,7 @@ export const make = Effect.gen(function*() {
       const key = [
         liveByTenant.get(job.tenant) ?? 0,
         lastClaimOf.get(job.tenant) ?? -1,
+        job.status === "claimed" ? 0 : 1,
         -job.priority,
         job.availableAt,
         job.createdAt,
@@ -205,7 +207,7 @@ export const make = Effect.gen(function*() {
         status: "claimed",
         claimedBy: workerId,
         leaseUntil,
-        attempts: entry.job.attempts + 1,
+        attempts: entry.job.status === "queued" ? entry.job.attempts + 1 : entry.job.attempts,
         claimEpoch: run.claimEpoch,
         updatedAt: now
       })

@@ -2,6 +2,7 @@
  * The SQL `WorkQueue`, beside the SQL `RunStore` on the same database. A claim is one statement:
  * it picks a job with `FOR UPDATE SKIP LOCKED` (fairly across tenants, then by priority), bumps
  * its run's claim epoch and leases the job under that epoch. Wake-ups use `LISTEN/NOTIFY`.
+ * A lapsed lease is taken over before newer work of its tenant and without using an attempt.
  * Every call is uninterruptible, like the SQL `RunStore`'s (an interrupt's cancel can hit another
  * fiber's statement); a claim retries transient failures, cancelled statements among them.
  */
@@ -155,6 +156,7 @@ export const make = Effect.gen(function*() {
               (SELECT count(*) FROM fibergraph.jobs t
                WHERE t.tenant = j.tenant AND t.status = 'claimed' AND t.lease_until >= ${now}),
               (SELECT last_claim FROM fibergraph.tenant_claims tc WHERE tc.tenant = j.tenant) NULLS FIRST,
+              (j.status = 'claimed') DESC,
               j.priority DESC, j.available_at, j.created_at, j.seq
             LIMIT 1
             FOR UPDATE OF j SKIP LOCKED
@@ -165,7 +167,8 @@ export const make = Effect.gen(function*() {
           ), job AS (
             UPDATE fibergraph.jobs j
             SET status = 'claimed', claimed_by = ${workerId}, lease_until = ${now + leaseMillis},
-                attempts = j.attempts + 1, claim_epoch = run.claim_epoch, updated_at = ${now}
+                attempts = CASE WHEN j.status = 'queued' THEN j.attempts + 1 ELSE j.attempts END,
+                claim_epoch = run.claim_epoch, updated_at = ${now}
             FROM candidate c, run WHERE j.job_id = c.job_id
             RETURNING j.*
           ), turn AS (
