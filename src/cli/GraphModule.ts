@@ -9,7 +9,7 @@
  * export const layer = ScriptedModel.layer(script)
  * ```
  */
-import { FileSystem } from "@effect/platform"
+import * as FileSystem from "@effect/platform/FileSystem"
 import { Effect, Layer, Option, Schema } from "effect"
 import * as NodePath from "node:path"
 import { pathToFileURL } from "node:url"

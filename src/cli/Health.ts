@@ -5,8 +5,10 @@
  * (every Effect metric of the process as Prometheus text, with the worker's own counters and
  * the queue's depth).
  */
-import { HttpRouter, HttpServer, HttpServerResponse } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
+import * as HttpRouter from "@effect/platform/HttpRouter"
+import * as HttpServer from "@effect/platform/HttpServer"
+import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Cause, Clock, Duration, Effect, Layer, Metric, Option } from "effect"
 import { createServer } from "node:http"
 import type * as Store from "../layers/Store.js"

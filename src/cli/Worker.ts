@@ -7,7 +7,7 @@
  * drain (`/readyz` answers 503 while the worker drains) and the store outlives both.
  */
 import { Command, Options } from "@effect/cli"
-import { HttpServer } from "@effect/platform"
+import * as HttpServer from "@effect/platform/HttpServer"
 import { Config, Context, Duration, Effect, Layer, Option, Ref, Schema } from "effect"
 import * as Store from "../layers/Store.js"
 import { WorkQueue } from "../services/WorkQueue.js"
