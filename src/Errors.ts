@@ -307,8 +307,18 @@ export class InputValidationError extends Schema.TaggedError<InputValidationErro
   }
 }
 
-/** A parse error as one line per problem, `path: message`, for error details an operator reads. */
+/**
+ * A parse error as one line, its problems `path: expected …, got …` joined by `; `, for error
+ * details an operator reads (a problem of the value itself has no path).
+ */
 export const formatParseError = (error: ParseResult.ParseError): string =>
   ParseResult.ArrayFormatter.formatErrorSync(error)
-    .map((issue) => `${issue.path.length === 0 ? "<root>" : issue.path.join(".")}: ${issue.message}`)
+    .map((issue) => {
+      const message = issue.message.replace(
+        /^Expected ([^]+), actual ([^]+)$/,
+        (_, expected: string, actual: string) =>
+          `expected ${/^(string|number|boolean|bigint|symbol)$/.test(expected) ? `a ${expected}` : expected}, got ${actual}`
+      )
+      return issue.path.length === 0 ? message : `${issue.path.join(".")}: ${message}`
+    })
     .join("; ")

@@ -119,24 +119,30 @@ export const fromCheckpoint = (
     })
   })
 
-/** Decodes a JSON update (initial input, a human's edit) against the state schema. */
+/**
+ * Decodes a human's edit response (`{ _tag: "edit", update }`: encoded values of some state keys)
+ * with each key's schema; every unknown key and rejected value is named in one `InputValidationError`.
+ */
 export const decodeUpdate = (graph: CompiledGraph, raw: unknown): Effect.Effect<Record<string, unknown>, InputValidationError> =>
   Effect.suspend(() => {
+    const fail = (detail: string) =>
+      Effect.fail(new InputValidationError({ graphId: graph.id, detail: `edit response: ${detail}` }))
     if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-      return Effect.fail(new InputValidationError({ graphId: graph.id, detail: "expected a JSON object of state keys" }))
+      return fail(`expected an object of state keys, got ${Array.isArray(raw) ? "an array" : String(JSON.stringify(raw))}`)
     }
-    for (const key of Object.keys(raw)) {
-      if (!graph.state.keys.includes(key)) {
-        return Effect.fail(
-          new InputValidationError({
-            graphId: graph.id,
-            detail: `unknown state key "${key}"; the state has [${graph.state.keys.join(", ")}]`
-          })
-        )
+    const channels = graph.state.channels as Record<string, { readonly schema: Schema.Schema<unknown, unknown> }>
+    const update: Record<string, unknown> = {}
+    const problems: Array<string> = []
+    for (const [key, value] of Object.entries(raw)) {
+      const channel = Object.hasOwn(channels, key) ? channels[key] : undefined
+      if (channel === undefined) {
+        problems.push(`unknown key "${key}" (the state has ${graph.state.keys.map((k) => `"${k}"`).join(", ")})`)
+        continue
       }
+      if (value === undefined) continue
+      const decoded = Schema.decodeUnknownEither(channel.schema)(value)
+      if (Either.isLeft(decoded)) problems.push(`key "${key}": ${formatParseError(decoded.left)}`)
+      else update[key] = decoded.right
     }
-    const result = codecs(graph).decodeUpdate(raw)
-    return Either.isLeft(result)
-      ? Effect.fail(new InputValidationError({ graphId: graph.id, detail: formatParseError(result.left) }))
-      : Effect.succeed(result.right)
+    return problems.length > 0 ? fail(problems.join("; ")) : Effect.succeed(update)
   })
