@@ -4,6 +4,7 @@ import * as CircuitBreaker from "../../src/CircuitBreaker.js"
 import * as Graph from "../../src/Graph.js"
 import type { NodeContext } from "../../src/Node.js"
 import * as State from "../../src/State.js"
+import * as Subgraph from "../../src/Subgraph.js"
 import { CurrentAttempt } from "../../src/internal/Attempt.js"
 import { makeSpendTracker } from "../../src/internal/Budget.js"
 import { type Draft, type Env, initialPosition, type Position, type Stamp, type StepOutcome } from "../../src/internal/Position.js"
@@ -89,6 +90,31 @@ describe("node attempts", () => {
       assert.deepStrictEqual(seen, [[1, 1], [2, 2], [3, 3]])
       const retrying = outcome.events.filter((e) => e._tag === "NodeRetrying") as unknown as Array<{ attempt: number }>
       assert.deepStrictEqual(retrying.map((e) => e.attempt), [1, 2])
+    }))
+
+  it.effect("a subgraph run by a retried node starts its own nodes at attempt 1", () =>
+    Effect.gen(function*() {
+      const seen: Array<[number, number]> = []
+      const child = yield* Graph.make({ id: "child", state: S })
+        .node("inner", {}, (ctx) =>
+          Effect.gen(function*() {
+            seen.push([ctx.attempt, yield* CurrentAttempt])
+            return { value: "inner" }
+          }))
+        .edge(Graph.START, "inner")
+        .edge("inner", Graph.END)
+        .compile
+      const nested = Subgraph.node(child, { input: () => ({}), output: (s) => ({ value: s.value }) })
+      const { env, pos } = yield* setup((ctx) =>
+        Effect.gen(function*() {
+          seen.push([ctx.attempt, yield* CurrentAttempt])
+          if (ctx.attempt === 1) return yield* new Flaky({ attempt: 1 })
+          return yield* nested(ctx as never)
+        })
+      )
+      const outcome = yield* stepOnce(env, pos)
+      assert.strictEqual(outcome._tag, "Advanced")
+      assert.deepStrictEqual(seen, [[1, 1], [2, 2], [1, 1]])
     }))
 
   it.effect("a failed attempt gives back its reservation, so the next attempt can reserve again", () =>
