@@ -2,126 +2,28 @@
  * The `RunStore` port: runs, their event logs and their checkpoints behind one interface,
  * because a step commit writes all three atomically and fenced by the claim epoch.
  */
-import { Context, Schema } from "effect"
-import type { Effect, Option } from "effect"
-import type {
+import { Context, Effect, Option } from "effect"
+import {
   EventLogCorruptionError,
   EventSequenceConflictError,
   RunNotFoundError,
   StaleClaimError
 } from "../Errors.js"
 import type { RunEvent } from "../Events.js"
-import { HumanResponse } from "../Node.js"
+import type { Checkpoint, RunRecord, RunStatus, Usage } from "../Run.js"
 
-/** The lifecycle status of a run. */
-export const RunStatus = Schema.Literal("pending", "running", "waiting", "completed", "failed", "cancelled", "timed_out")
-/** The lifecycle status of a run. */
-export type RunStatus = typeof RunStatus.Type
-
-/** Statuses a run never leaves. */
-export const terminalStatuses: ReadonlySet<RunStatus> = new Set(["completed", "failed", "cancelled", "timed_out"])
-
-/** Spending limits of one scope (a run or a node). */
-export const Budget = Schema.Struct({
-  tokens: Schema.NullOr(Schema.Number),
-  usd: Schema.NullOr(Schema.Number)
-})
-/** Spending limits of one scope (a run or a node). */
-export type Budget = typeof Budget.Type
-
-/** A run's limits and options, stored with it so they hold across a resume on any worker. */
-export const RunConfig = Schema.Struct({
-  maxSteps: Schema.Number,
-  /** Wall-clock deadline, an instant in epoch ms. */
-  deadline: Schema.NullOr(Schema.Number),
-  budget: Budget,
-  nodeBudgets: Schema.Record({ key: Schema.String, value: Budget }),
-  /** Static breakpoints: park the run before or after these nodes. */
-  interruptBefore: Schema.Array(Schema.String),
-  interruptAfter: Schema.Array(Schema.String),
-  /** Node instances that may run at once within a step. */
-  concurrency: Schema.Number
-})
-/** A run's limits and options. */
-export type RunConfig = typeof RunConfig.Type
-
-/** What a scope has spent. */
-export const Spend = Schema.Struct({ tokens: Schema.Number, usd: Schema.Number })
-/** What a scope has spent. */
-export type Spend = typeof Spend.Type
-
-/** A run's spending, in total and per node. */
-export const Usage = Schema.Struct({
-  total: Spend,
-  byNode: Schema.Record({ key: Schema.String, value: Spend })
-})
-/** A run's spending, in total and per node. */
-export type Usage = typeof Usage.Type
-
-/** The stored row of a run. */
-export const RunRecord = Schema.Struct({
-  runId: Schema.String,
-  tenant: Schema.String,
-  graphId: Schema.String,
-  graphVersion: Schema.String,
-  graphHash: Schema.String,
-  status: RunStatus,
-  step: Schema.Number,
-  claimEpoch: Schema.Number,
-  lastSeq: Schema.Number,
-  config: RunConfig,
-  usage: Usage,
-  waitUntil: Schema.NullOr(Schema.Number),
-  parentRunId: Schema.NullOr(Schema.String),
-  forkedFrom: Schema.NullOr(Schema.Struct({ runId: Schema.String, seq: Schema.Number })),
-  error: Schema.NullOr(Schema.Struct({ tag: Schema.String, message: Schema.String })),
-  createdAt: Schema.Number,
-  updatedAt: Schema.Number
-})
-/** The stored row of a run. */
-export type RunRecord = typeof RunRecord.Type
-
-/** One node instance to run in a step: a fan-out instance has an index and an input. */
-export const FrontierEntry = Schema.Struct({
-  node: Schema.String,
-  index: Schema.Number,
-  input: Schema.Unknown
-})
-/** One node instance to run in a step. */
-export type FrontierEntry = typeof FrontierEntry.Type
-
-/** One thing a step waits on: a node's `interrupt`, or a breakpoint before or after a node. */
-export const Interrupt = Schema.Struct({
-  kind: Schema.Literal("node", "before", "after"),
-  node: Schema.String,
-  index: Schema.Number,
-  payload: Schema.Unknown,
-  /** Responses received so far, in order: the i-th `interrupt` call of the node returns the i-th. */
-  resumes: Schema.Array(HumanResponse),
-  /** Whether the latest wait has its response (an answered breakpoint stays until its step runs). */
-  answered: Schema.Boolean
-})
-/** One thing a step waits on. */
-export type Interrupt = typeof Interrupt.Type
-
-/** A run's resumable position: encoded state, the frontier, and what a waiting step already has. */
-export const Checkpoint = Schema.Struct({
-  runId: Schema.String,
-  /** The last event sequence this checkpoint includes. */
-  seq: Schema.Number,
-  step: Schema.Number,
-  state: Schema.Unknown,
-  frontier: Schema.Array(FrontierEntry),
-  /** Updates of nodes that completed in a step that is waiting on others (encoded). */
-  pending: Schema.Array(Schema.Struct({ node: Schema.String, index: Schema.Number, update: Schema.Unknown })),
-  /** What this step waits on (node interrupts or breakpoints), with the responses received so far. */
-  interrupts: Schema.Array(Interrupt),
-  /** For each join, the predecessors that have completed since the join last fired. */
-  barriers: Schema.Record({ key: Schema.String, value: Schema.Array(Schema.String) }),
-  createdAt: Schema.Number
-})
-/** A run's resumable position. */
-export type Checkpoint = typeof Checkpoint.Type
+export {
+  Budget,
+  Checkpoint,
+  FrontierEntry,
+  Interrupt,
+  RunConfig,
+  RunRecord,
+  RunStatus,
+  Spend,
+  terminalStatuses,
+  Usage
+} from "../Run.js"
 
 /** One atomic, fenced step commit. */
 export interface StepCommit {
@@ -192,3 +94,250 @@ export class RunStore extends Context.Tag("fibergraph/RunStore")<RunStore, {
   /** Drops events older than `beforeSeq` that a retained checkpoint already covers; returns how many. */
   readonly compact: (runId: string, beforeSeq: number) => Effect.Effect<number, RunNotFoundError>
 }>() {}
+
+/** A run's retained event log: its bounds, and the events after the sequence asked for. */
+export interface EventLog {
+  /** The sequence of the oldest retained event (earlier ones were compacted). */
+  readonly firstSeq: number
+  /** The run's last committed sequence. */
+  readonly lastSeq: number
+  readonly events: ReadonlyArray<RunEvent>
+}
+
+/**
+ * What a backend implements: reads and writes of rows, nothing more. `undefined` means "no such
+ * run"; `EventLogCorruptionError` means a stored row does not decode. `make` turns a driver into
+ * the port, with the port's rules (validation, fencing diagnosis, fork construction, compaction
+ * bounds, errors, spans) the same for every backend.
+ */
+export interface Driver {
+  /** Inserts the run with its first events and checkpoint unless its id exists; the inserted row. */
+  readonly insert: (
+    run: RunRecord,
+    events: ReadonlyArray<RunEvent>,
+    checkpoint: Checkpoint
+  ) => Effect.Effect<RunRecord | undefined, EventLogCorruptionError>
+  readonly get: (runId: string) => Effect.Effect<RunRecord | undefined, EventLogCorruptionError>
+  /** Bumps the claim epoch by one. */
+  readonly acquire: (runId: string) => Effect.Effect<RunRecord | undefined, EventLogCorruptionError>
+  /**
+   * Writes the commit only if the run is at `epoch` and `expectedStep` and its log ends right
+   * before the commit's first event; keeps the newest `retainCheckpoints`. The new row, or
+   * `undefined` when the fence refused it.
+   */
+  readonly commit: (commit: StepCommit) => Effect.Effect<RunRecord | undefined>
+  readonly events: (runId: string, afterSeq: number) => Effect.Effect<EventLog | undefined, EventLogCorruptionError>
+  readonly latestCheckpoint: (
+    runId: string
+  ) => Effect.Effect<Option.Option<Checkpoint> | undefined, EventLogCorruptionError>
+  /** Retained checkpoints, oldest first. */
+  readonly checkpoints: (runId: string) => Effect.Effect<ReadonlyArray<Checkpoint> | undefined, EventLogCorruptionError>
+  readonly list: (filter: ListFilter) => Effect.Effect<ReadonlyArray<RunRecord>, EventLogCorruptionError>
+  /** Writes a fork: the new run, the source's events up to `upToSeq` (re-addressed), its checkpoint. */
+  readonly insertFork: (fork: {
+    readonly sourceRunId: string
+    readonly run: RunRecord
+    readonly firstSeq: number
+    readonly checkpoint: Checkpoint
+  }) => Effect.Effect<RunRecord | undefined, EventLogCorruptionError>
+  /** Deletes the events up to `upToSeq` and moves the log's start after them; how many went. */
+  readonly dropEvents: (runId: string, upToSeq: number) => Effect.Effect<number>
+  /** Runs `effect` as one transaction (reads inside it see its writes). */
+  readonly atomically: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+}
+
+/** A `RunFilter` with its status list normalised. */
+export interface ListFilter extends Omit<RunFilter, "status"> {
+  readonly status?: ReadonlyArray<RunStatus>
+}
+
+const dieCorrupt = <A, R>(effect: Effect.Effect<A, EventLogCorruptionError, R>) => Effect.orDie(effect)
+
+/**
+ * Builds the port from a driver. Every call is uninterruptible: an interrupt waits for the
+ * backend's statement rather than cancelling it (a SQL cancel can land on another fiber's
+ * statement, Effect-TS/effect#8068).
+ */
+export const make = (driver: Driver): RunStore["Type"] => {
+  const found = <A, E>(runId: string, effect: Effect.Effect<A | undefined, E>) =>
+    Effect.flatMap(effect, (a) => a === undefined ? Effect.fail(new RunNotFoundError({ runId })) : Effect.succeed(a))
+
+  const annotateRun = (runId: string) => Effect.annotateCurrentSpan("fibergraph.run_id", runId)
+
+  const create = Effect.fn("RunStore.create")(
+    function*(run: RunRecord, events: ReadonlyArray<RunEvent>, checkpoint: Checkpoint) {
+      yield* annotateRun(run.runId)
+      const inserted = yield* dieCorrupt(driver.insert(run, events, checkpoint))
+      if (inserted !== undefined) return { run: inserted, created: true }
+      const existing = yield* Effect.orDie(found(run.runId, driver.get(run.runId)))
+      return { run: existing, created: false }
+    },
+    Effect.uninterruptible
+  )
+
+  const get = Effect.fn("RunStore.get")(
+    function*(runId: string) {
+      yield* annotateRun(runId)
+      return yield* found(runId, dieCorrupt(driver.get(runId)))
+    },
+    Effect.uninterruptible
+  )
+
+  const acquire = Effect.fn("RunStore.acquire")(
+    function*(runId: string) {
+      yield* annotateRun(runId)
+      const run = yield* found(runId, dieCorrupt(driver.acquire(runId)))
+      yield* Effect.annotateCurrentSpan("fibergraph.epoch", run.claimEpoch)
+      return run
+    },
+    Effect.uninterruptible
+  )
+
+  /** Why the fence refused a commit, from the run as it is now. */
+  const refused = (c: StepCommit, first: number | undefined) =>
+    Effect.flatMap(
+      found(c.runId, dieCorrupt(driver.get(c.runId))),
+      (run): Effect.Effect<never, StaleClaimError | EventSequenceConflictError> =>
+        run.claimEpoch !== c.epoch || run.step !== c.expectedStep
+          ? Effect.fail(
+            new StaleClaimError({
+              runId: c.runId,
+              epoch: c.epoch,
+              currentEpoch: run.claimEpoch,
+              expectedStep: c.expectedStep,
+              currentStep: run.step
+            })
+          )
+          : Effect.fail(new EventSequenceConflictError({ runId: c.runId, seq: first ?? 0, lastSeq: run.lastSeq }))
+    )
+
+  const commit = Effect.fn("RunStore.commit")(
+    function*(c: StepCommit) {
+      yield* Effect.annotateCurrentSpan({
+        "fibergraph.run_id": c.runId,
+        "fibergraph.step": c.step,
+        "fibergraph.epoch": c.epoch,
+        "fibergraph.status": c.status
+      })
+      const first = c.events[0]?.seq
+      for (let i = 1; i < c.events.length; i++) {
+        if (c.events[i]!.seq !== first! + i) {
+          return yield* new EventSequenceConflictError({ runId: c.runId, seq: c.events[i]!.seq, lastSeq: first! + i - 1 })
+        }
+      }
+      const written = yield* driver.commit(c)
+      return written ?? (yield* refused(c, first))
+    },
+    Effect.uninterruptible
+  )
+
+  const events = Effect.fn("RunStore.events")(
+    function*(runId: string, afterSeq: number) {
+      yield* annotateRun(runId)
+      const log = yield* found(runId, driver.events(runId, afterSeq))
+      const corrupt = (detail: string) => new EventLogCorruptionError({ runId, detail })
+      if (afterSeq + 1 < log.firstSeq) {
+        return yield* corrupt(`events before sequence ${log.firstSeq} were compacted; read from a checkpoint instead`)
+      }
+      let expected = afterSeq + 1
+      for (const event of log.events) {
+        if (event.seq !== expected) {
+          return yield* corrupt(`the event log has a gap: sequence ${expected} is missing (next is ${event.seq})`)
+        }
+        if (event.runId !== runId) return yield* corrupt(`event ${event.seq} claims to be ${event.runId}#${event.seq}`)
+        expected++
+      }
+      if (expected - 1 < log.lastSeq) {
+        return yield* corrupt(
+          `the event log ends at sequence ${expected - 1} but the run has committed up to ${log.lastSeq} (truncated)`
+        )
+      }
+      return log.events
+    },
+    Effect.uninterruptible
+  )
+
+  const latestCheckpoint = Effect.fn("RunStore.latestCheckpoint")(
+    function*(runId: string) {
+      yield* annotateRun(runId)
+      return yield* found(runId, driver.latestCheckpoint(runId))
+    },
+    Effect.uninterruptible
+  )
+
+  const checkpoints = Effect.fn("RunStore.checkpoints")(
+    function*(runId: string) {
+      yield* annotateRun(runId)
+      return yield* found(runId, dieCorrupt(driver.checkpoints(runId)))
+    },
+    Effect.uninterruptible
+  )
+
+  const list = Effect.fn("RunStore.list")(
+    function*(filter: RunFilter) {
+      const status = filter.status === undefined
+        ? undefined
+        : typeof filter.status === "string"
+        ? [filter.status as RunStatus]
+        : filter.status
+      const { status: _, ...rest } = filter
+      return yield* dieCorrupt(driver.list(status === undefined ? rest : { ...rest, status }))
+    },
+    Effect.uninterruptible
+  )
+
+  const fork = Effect.fn("RunStore.fork")(
+    function*(runId: string, options: { readonly newRunId: string; readonly atSeq?: number; readonly at: number }) {
+      yield* Effect.annotateCurrentSpan({ "fibergraph.run_id": runId, "fibergraph.fork_run_id": options.newRunId })
+      const { at, atSeq, newRunId } = options
+      const corrupt = (detail: string) => new EventLogCorruptionError({ runId, detail })
+      return yield* driver.atomically(Effect.gen(function*() {
+        const source = yield* found(runId, dieCorrupt(driver.get(runId)))
+        const retained = yield* found(runId, dieCorrupt(driver.checkpoints(runId)))
+        const checkpoint = atSeq === undefined ? retained[retained.length - 1] : retained.find((c) => c.seq === atSeq)
+        if (checkpoint === undefined) {
+          return yield* corrupt(
+            `no retained checkpoint at sequence ${atSeq}; retained: ${retained.map((c) => c.seq).join(", ")}`
+          )
+        }
+        const existing = yield* dieCorrupt(driver.get(newRunId))
+        if (existing !== undefined) return existing
+        const log = yield* found(runId, driver.events(runId, source.lastSeq))
+        if (checkpoint.seq < log.firstSeq - 1) return yield* corrupt("history before the checkpoint was compacted")
+        const run: RunRecord = {
+          ...source,
+          runId: newRunId,
+          status: checkpoint.interrupts.length > 0 ? "waiting" : "pending",
+          step: checkpoint.step,
+          claimEpoch: 0,
+          lastSeq: checkpoint.seq,
+          waitUntil: null,
+          error: null,
+          forkedFrom: { runId, seq: checkpoint.seq },
+          createdAt: at,
+          updatedAt: at
+        }
+        const inserted = yield* dieCorrupt(
+          driver.insertFork({ sourceRunId: runId, run, firstSeq: log.firstSeq, checkpoint: { ...checkpoint, runId: newRunId } })
+        )
+        return inserted ?? (yield* Effect.orDie(found(newRunId, driver.get(newRunId))))
+      }))
+    },
+    Effect.uninterruptible
+  )
+
+  const compact = Effect.fn("RunStore.compact")(
+    function*(runId: string, beforeSeq: number) {
+      yield* annotateRun(runId)
+      return yield* driver.atomically(Effect.gen(function*() {
+        const retained = yield* found(runId, dieCorrupt(driver.checkpoints(runId)))
+        const log = yield* found(runId, dieCorrupt(driver.events(runId, Number.MAX_SAFE_INTEGER)))
+        const upTo = Math.min(beforeSeq - 1, retained[0]?.seq ?? 0)
+        return upTo < log.firstSeq ? 0 : yield* driver.dropEvents(runId, upTo)
+      }))
+    },
+    Effect.uninterruptible
+  )
+
+  return RunStore.of({ create, get, acquire, commit, events, latestCheckpoint, checkpoints, list, fork, compact })
+}

@@ -1,16 +1,13 @@
 /**
- * An in-memory `RunStore`: deterministic and inspectable, with exactly the commit semantics of
- * the SQL store (fenced by epoch and step, contiguous sequences, atomic, checkpoint pruning).
+ * The in-memory `RunStore` driver: runs, their events and checkpoints in maps, with exactly the
+ * semantics of the SQL store (the port's rules live in `RunStore.make`). Each driver call is one
+ * synchronous step, so it is atomic; `MemoryRuns` is the state the memory queue shares.
  */
-import { Effect, Layer, Option } from "effect"
-import {
-  EventLogCorruptionError,
-  EventSequenceConflictError,
-  RunNotFoundError,
-  StaleClaimError
-} from "../../Errors.js"
+import { Context, Effect, Layer, Option } from "effect"
 import type { RunEvent } from "../../Events.js"
-import { type Checkpoint, type RunFilter, type RunRecord, RunStore, type StepCommit } from "../../services/RunStore.js"
+import type { Checkpoint, RunRecord } from "../../Run.js"
+import * as RunStore from "../../services/RunStore.js"
+import type { ListFilter, StepCommit } from "../../services/RunStore.js"
 
 /** Options of the in-memory store. */
 export interface Options {
@@ -26,173 +23,156 @@ interface Entry {
   checkpoints: Array<Checkpoint>
 }
 
-/** Builds an in-memory store. */
-export const make = (options: Options = {}) =>
-  Effect.sync(() => {
-    const retain = Math.max(1, options.retainCheckpoints ?? 3)
-    const runs = new Map<string, Entry>()
+const matches = (run: RunRecord, filter: ListFilter) => {
+  if (filter.status !== undefined && !filter.status.includes(run.status)) return false
+  if (filter.graphId !== undefined && run.graphId !== filter.graphId) return false
+  if (filter.tenant !== undefined && run.tenant !== filter.tenant) return false
+  if (filter.before !== undefined) {
+    const { createdAt, runId } = filter.before
+    if (run.createdAt > createdAt || (run.createdAt === createdAt && run.runId >= runId)) return false
+  }
+  return true
+}
 
-    const entry = (runId: string) =>
-      Effect.suspend(() => {
-        const found = runs.get(runId)
-        return found === undefined ? Effect.fail(new RunNotFoundError({ runId })) : Effect.succeed(found)
-      })
+/** The runs of one in-memory store, with synchronous reads and writes (each one atomic). */
+export class MemoryRuns {
+  readonly #runs = new Map<string, Entry>()
+  readonly #retain: number
 
-    const matches = (run: RunRecord, filter: RunFilter) => {
-      if (filter.status !== undefined) {
-        const statuses = typeof filter.status === "string" ? [filter.status] : filter.status
-        if (!statuses.includes(run.status)) return false
-      }
-      if (filter.graphId !== undefined && run.graphId !== filter.graphId) return false
-      if (filter.tenant !== undefined && run.tenant !== filter.tenant) return false
-      if (filter.before !== undefined) {
-        const { createdAt, runId } = filter.before
-        if (run.createdAt > createdAt || (run.createdAt === createdAt && run.runId >= runId)) return false
-      }
-      return true
+  constructor(options: Options = {}) {
+    this.#retain = Math.max(1, options.retainCheckpoints ?? 3)
+  }
+
+  /** The stored run. */
+  get(runId: string): RunRecord | undefined {
+    return this.#runs.get(runId)?.run
+  }
+
+  /** Stores a new run; `undefined` when the id exists. */
+  insert(run: RunRecord, events: ReadonlyArray<RunEvent>, checkpoint: Checkpoint): RunRecord | undefined {
+    if (this.#runs.has(run.runId)) return undefined
+    this.#runs.set(run.runId, { run, events: [...events], firstSeq: 1, checkpoints: [checkpoint] })
+    return run
+  }
+
+  /** Bumps the run's claim epoch. */
+  acquire(runId: string): RunRecord | undefined {
+    const e = this.#runs.get(runId)
+    if (e === undefined) return undefined
+    e.run = { ...e.run, claimEpoch: e.run.claimEpoch + 1 }
+    return e.run
+  }
+
+  /** Writes a fenced commit; `undefined` when the fence refuses it. */
+  commit(c: StepCommit): RunRecord | undefined {
+    const e = this.#runs.get(c.runId)
+    if (e === undefined) return undefined
+    const run = e.run
+    const first = c.events[0]?.seq ?? run.lastSeq + 1
+    if (run.claimEpoch !== c.epoch || run.step !== c.expectedStep || first !== run.lastSeq + 1) return undefined
+    for (const event of c.events) e.events.push(event)
+    if (c.checkpoint !== undefined) {
+      e.checkpoints.push(c.checkpoint)
+      if (e.checkpoints.length > this.#retain) e.checkpoints.splice(0, e.checkpoints.length - this.#retain)
     }
+    e.run = {
+      ...run,
+      status: c.status,
+      step: c.step,
+      lastSeq: run.lastSeq + c.events.length,
+      usage: c.usage,
+      waitUntil: c.waitUntil,
+      error: c.error,
+      updatedAt: c.at,
+      ...(c.graph === undefined ? {} : { graphVersion: c.graph.version, graphHash: c.graph.hash })
+    }
+    return e.run
+  }
 
-    return RunStore.of({
-      create: (run, events, checkpoint) =>
-        Effect.sync(() => {
-          const existing = runs.get(run.runId)
-          if (existing !== undefined) return { run: existing.run, created: false }
-          runs.set(run.runId, { run, events: [...events], firstSeq: 1, checkpoints: [checkpoint] })
-          return { run, created: true }
-        }),
+  /** The retained log after `afterSeq`. */
+  events(runId: string, afterSeq: number): RunStore.EventLog | undefined {
+    const e = this.#runs.get(runId)
+    if (e === undefined) return undefined
+    return {
+      firstSeq: e.firstSeq,
+      lastSeq: e.run.lastSeq,
+      events: e.events.slice(Math.max(0, afterSeq + 1 - e.firstSeq))
+    }
+  }
 
-      get: (runId) => Effect.map(entry(runId), (e) => e.run),
+  /** Retained checkpoints, oldest first. */
+  checkpoints(runId: string): ReadonlyArray<Checkpoint> | undefined {
+    const e = this.#runs.get(runId)
+    return e === undefined ? undefined : [...e.checkpoints]
+  }
 
-      acquire: (runId) =>
-        Effect.map(entry(runId), (e) => {
-          e.run = { ...e.run, claimEpoch: e.run.claimEpoch + 1 }
-          return e.run
-        }),
+  /** Runs matching the filter, newest first. */
+  list(filter: ListFilter): ReadonlyArray<RunRecord> {
+    const out: Array<RunRecord> = []
+    for (const e of this.#runs.values()) if (matches(e.run, filter)) out.push(e.run)
+    out.sort((a, b) => b.createdAt - a.createdAt || (a.runId < b.runId ? 1 : a.runId > b.runId ? -1 : 0))
+    return filter.limit === undefined ? out : out.slice(0, filter.limit)
+  }
 
-      commit: (commit: StepCommit) =>
-        Effect.flatMap(entry(commit.runId), (e): Effect.Effect<RunRecord, StaleClaimError | EventSequenceConflictError> => {
-          const run = e.run
-          if (run.claimEpoch !== commit.epoch || run.step !== commit.expectedStep) {
-            return Effect.fail(
-              new StaleClaimError({
-                runId: run.runId,
-                epoch: commit.epoch,
-                currentEpoch: run.claimEpoch,
-                expectedStep: commit.expectedStep,
-                currentStep: run.step
-              })
-            )
-          }
-          let expected = run.lastSeq + 1
-          for (const event of commit.events) {
-            if (event.seq !== expected) {
-              return Effect.fail(
-                new EventSequenceConflictError({ runId: run.runId, seq: event.seq, lastSeq: run.lastSeq })
-              )
-            }
-            expected++
-          }
-          for (const event of commit.events) e.events.push(event)
-          if (commit.checkpoint !== undefined) {
-            e.checkpoints.push(commit.checkpoint)
-            if (e.checkpoints.length > retain) e.checkpoints.splice(0, e.checkpoints.length - retain)
-          }
-          e.run = {
-            ...run,
-            status: commit.status,
-            step: commit.step,
-            lastSeq: expected - 1,
-            usage: commit.usage,
-            waitUntil: commit.waitUntil,
-            error: commit.error,
-            updatedAt: commit.at,
-            ...(commit.graph === undefined ? {} : { graphVersion: commit.graph.version, graphHash: commit.graph.hash })
-          }
-          return Effect.succeed(e.run)
-        }),
+  /** Stores a fork of `sourceRunId`; `undefined` when the new id exists. */
+  insertFork(fork: Parameters<RunStore.Driver["insertFork"]>[0]): RunRecord | undefined {
+    const source = this.#runs.get(fork.sourceRunId)
+    if (source === undefined || this.#runs.has(fork.run.runId)) return undefined
+    const events = source.events
+      .slice(0, fork.checkpoint.seq - source.firstSeq + 1)
+      .map((event) => ({ ...event, runId: fork.run.runId }))
+    this.#runs.set(fork.run.runId, { run: fork.run, events, firstSeq: fork.firstSeq, checkpoints: [fork.checkpoint] })
+    return fork.run
+  }
 
-      events: (runId, afterSeq) =>
-        Effect.flatMap(entry(runId), (e) => {
-          const start = Math.max(0, afterSeq + 1 - e.firstSeq)
-          if (afterSeq + 1 < e.firstSeq) {
-            return Effect.fail(
-              new EventLogCorruptionError({
-                runId,
-                detail: `events before sequence ${e.firstSeq} were compacted; read from a checkpoint instead`
-              })
-            )
-          }
-          return Effect.succeed(e.events.slice(start))
-        }),
+  /** Drops the events up to `upToSeq`; how many went. */
+  dropEvents(runId: string, upToSeq: number): number {
+    const e = this.#runs.get(runId)
+    if (e === undefined) return 0
+    const drop = Math.max(0, upToSeq - e.firstSeq + 1)
+    if (drop > 0) {
+      e.events.splice(0, drop)
+      e.firstSeq += drop
+    }
+    return drop
+  }
+}
 
-      latestCheckpoint: (runId) =>
-        Effect.map(entry(runId), (e) => Option.fromNullable(e.checkpoints[e.checkpoints.length - 1])),
+/** The state of the in-memory store, for the memory queue that works on the same runs. */
+export class Runs extends Context.Tag("fibergraph/RunStoreMemory/Runs")<Runs, MemoryRuns>() {}
 
-      checkpoints: (runId) => Effect.map(entry(runId), (e) => [...e.checkpoints]),
+/** The driver over `runs`. */
+export const driver = (runs: MemoryRuns): RunStore.Driver => ({
+  insert: (run, events, checkpoint) => Effect.sync(() => runs.insert(run, events, checkpoint)),
+  get: (runId) => Effect.sync(() => runs.get(runId)),
+  acquire: (runId) => Effect.sync(() => runs.acquire(runId)),
+  commit: (c) => Effect.sync(() => runs.commit(c)),
+  events: (runId, afterSeq) => Effect.sync(() => runs.events(runId, afterSeq)),
+  latestCheckpoint: (runId) =>
+    Effect.sync(() => {
+      const retained = runs.checkpoints(runId)
+      return retained === undefined ? undefined : Option.fromNullable(retained[retained.length - 1])
+    }),
+  checkpoints: (runId) => Effect.sync(() => runs.checkpoints(runId)),
+  list: (filter) => Effect.sync(() => runs.list(filter)),
+  insertFork: (fork) => Effect.sync(() => runs.insertFork(fork)),
+  dropEvents: (runId, upToSeq) => Effect.sync(() => runs.dropEvents(runId, upToSeq)),
+  atomically: (effect) => effect
+})
 
-      list: (filter) =>
-        Effect.sync(() => {
-          const out: Array<RunRecord> = []
-          for (const e of runs.values()) if (matches(e.run, filter)) out.push(e.run)
-          out.sort((a, b) => b.createdAt - a.createdAt || (a.runId < b.runId ? 1 : a.runId > b.runId ? -1 : 0))
-          return filter.limit === undefined ? out : out.slice(0, filter.limit)
-        }),
+/** Builds an in-memory store. */
+export const make = (options: Options = {}) => Effect.sync(() => RunStore.make(driver(new MemoryRuns(options))))
 
-      fork: (runId, { newRunId, atSeq, at }) =>
-        Effect.flatMap(entry(runId), (e): Effect.Effect<RunRecord, EventLogCorruptionError> => {
-          const checkpoint = atSeq === undefined
-            ? e.checkpoints[e.checkpoints.length - 1]
-            : e.checkpoints.find((c) => c.seq === atSeq)
-          if (checkpoint === undefined) {
-            return Effect.fail(
-              new EventLogCorruptionError({
-                runId,
-                detail: `no retained checkpoint at sequence ${atSeq}; retained: ${e.checkpoints.map((c) => c.seq).join(", ")}`
-              })
-            )
-          }
-          if (runs.has(newRunId)) return Effect.succeed(runs.get(newRunId)!.run)
-          if (checkpoint.seq < e.firstSeq - 1) {
-            return Effect.fail(new EventLogCorruptionError({ runId, detail: "history before the checkpoint was compacted" }))
-          }
-          const events = e.events
-            .slice(0, checkpoint.seq - e.firstSeq + 1)
-            .map((event) => ({ ...event, runId: newRunId }))
-          const run: RunRecord = {
-            ...e.run,
-            runId: newRunId,
-            status: checkpoint.interrupts.length > 0 ? "waiting" : "pending",
-            step: checkpoint.step,
-            claimEpoch: 0,
-            lastSeq: checkpoint.seq,
-            waitUntil: null,
-            error: null,
-            forkedFrom: { runId, seq: checkpoint.seq },
-            createdAt: at,
-            updatedAt: at
-          }
-          runs.set(newRunId, {
-            run,
-            events,
-            firstSeq: e.firstSeq,
-            checkpoints: [{ ...checkpoint, runId: newRunId }]
-          })
-          return Effect.succeed(run)
-        }),
-
-      compact: (runId, beforeSeq) =>
-        Effect.map(entry(runId), (e) => {
-          const covered = e.checkpoints[0]?.seq ?? 0
-          const upTo = Math.min(beforeSeq - 1, covered)
-          const drop = Math.max(0, upTo - e.firstSeq + 1)
-          if (drop > 0) {
-            e.events.splice(0, drop)
-            e.firstSeq += drop
-          }
-          return drop
-        })
-    })
+/** The store and its state, built together. */
+export const makeWithRuns = (options: Options = {}) =>
+  Effect.sync(() => {
+    const runs = new MemoryRuns(options)
+    return { runs, store: RunStore.make(driver(runs)) }
   })
 
-/** The in-memory store as a layer (one fresh store per build). */
-export const layer = (options: Options = {}): Layer.Layer<RunStore> => Layer.effect(RunStore, make(options))
+/** The in-memory store as a layer (one fresh store per build), with its `Runs` for the memory queue. */
+export const layer = (options: Options = {}): Layer.Layer<RunStore.RunStore | Runs> =>
+  Layer.effectContext(
+    Effect.map(makeWithRuns(options), ({ runs, store }) =>
+      Context.make(RunStore.RunStore, store).pipe(Context.add(Runs, runs)))
+  )

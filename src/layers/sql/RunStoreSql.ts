@@ -1,25 +1,20 @@
 /**
- * The SQL `RunStore`: one implementation over `@effect/sql`'s `SqlClient`, shared by server
- * Postgres and the embedded database. A step commit is a single statement (one round trip, one
+ * The SQL `RunStore` driver: rows of `fibergraph.runs`, `events` and `checkpoints` over
+ * `@effect/sql`'s `SqlClient`, shared by server Postgres and the embedded database. The port's
+ * rules live in `RunStore.make`. A step commit is a single statement (one round trip, one
  * transaction): the fenced run-row update, the event inserts, the checkpoint insert and the
  * pruning of old checkpoints all take effect together or not at all.
- *
- * Every call is uninterruptible: an interrupt waits for the statement instead of cancelling it,
- * because `@effect/sql-pg`'s cancel can land on another fiber's statement (Effect-TS/effect#8068).
  */
+import type * as Statement from "@effect/sql/Statement"
 import * as SqlClient from "@effect/sql/SqlClient"
-import type { SqlError } from "@effect/sql/SqlError"
-import { Duration, Effect, Either, Layer, Option, Schedule, Schema } from "effect"
-import {
-  EventLogCorruptionError,
-  formatParseError,
-  EventSequenceConflictError,
-  RunNotFoundError,
-  StaleClaimError
-} from "../../Errors.js"
+import { Effect, Either, Layer, Option, Schema } from "effect"
+import { EventLogCorruptionError, formatParseError } from "../../Errors.js"
 import * as Events from "../../Events.js"
 import type { RunEvent } from "../../Events.js"
-import { Checkpoint, type RunFilter, RunRecord, RunStore, type StepCommit } from "../../services/RunStore.js"
+import { Checkpoint, RunRecord } from "../../Run.js"
+import * as RunStore from "../../services/RunStore.js"
+import type { StepCommit } from "../../services/RunStore.js"
+import * as SqlErrors from "./SqlErrors.js"
 
 /** Options of the SQL store. */
 export interface Options {
@@ -120,417 +115,243 @@ const toCheckpoint = (row: CheckpointRow): Either.Either<Checkpoint, EventLogCor
       corrupt(row.run_id, `checkpoint at sequence ${row.seq} does not decode: ${formatParseError(e)}`)
   )
 
-/**
- * Connection loss, serialization failures, deadlocks and cancelled statements: worth retrying a
- * fenced commit or a claim for. A cancel (57014) can hit a statement nobody interrupted: the
- * driver's `pg_cancel_backend` for an interrupted statement that had already finished lands on
- * the next statement of that pooled connection.
- */
-export const isTransient = (error: unknown) => {
-  if ((error as { _tag?: string })._tag !== "SqlError") return false
-  const cause = (error as SqlError).cause as { readonly code?: unknown } | undefined
-  const code = typeof cause?.code === "string" ? cause.code : ""
-  const message = cause instanceof Error ? cause.message : ""
-  if (code === "" && /Connection terminated|Connection error|connection is closed/i.test(message)) return true
-  return code.startsWith("08") || code === "40001" || code === "40P01" || code === "57P01" || code === "57014" ||
-    code === "ECONNRESET" || code === "ECONNREFUSED" || code === "EPIPE"
-}
+/** Connection loss, conflicts, cancelled statements: see `SqlErrors.isTransient`. */
+export const isTransient = SqlErrors.isTransient
 
-/** Full-jitter exponential backoff for transient failures of a commit: 25 ms doubling, capped at 1 s, 5 retries. */
-export const transientRetry = Schedule.exponential("25 millis").pipe(
-  Schedule.modifyDelay((d) => Duration.millis(Math.min(Duration.toMillis(d), 1000))),
-  Schedule.jitteredWith({ min: 0, max: 1 }),
-  Schedule.intersect(Schedule.recurs(5))
-)
+/** The retry policy of transient failures: see `SqlErrors.transientRetry`. */
+export const transientRetry = SqlErrors.transientRetry
 
-const isUniqueViolation = (error: SqlError) => {
-  const cause = error.cause as { readonly code?: unknown } | undefined
-  return cause?.code === "23505"
+/** A row that does not decode is a corrupt store. */
+const decoded = <A>(either: Either.Either<A, EventLogCorruptionError>) =>
+  Either.isLeft(either) ? Effect.fail(either.left) : Effect.succeed(either.right)
+
+/** The driver over `sql` (the schema must be migrated). */
+export const driver = (sql: SqlClient.SqlClient, options: Options = {}): RunStore.Driver => {
+  const retain = Math.max(1, options.retainCheckpoints ?? 3)
+  const orDie = (what: string) => SqlErrors.orDie(`RunStore.${what}`)
+
+  const findRun = (runId: string) =>
+    Effect.flatMap(
+      sql<RunRow>`SELECT * FROM fibergraph.runs WHERE run_id = ${runId}`,
+      ([row]) => row === undefined ? Effect.succeed(undefined) : decoded(toRun(row))
+    )
+
+  const eventsJson = (events: ReadonlyArray<RunEvent>) =>
+    json(events.map((e) => ({ seq: e.seq, step: e.step, tag: e._tag, at: e.at, body: Events.encode(e) })))
+
+  /** Inserts `events` of `runId` where `guard` holds. */
+  const insertEvents = (runId: string, events: ReadonlyArray<RunEvent>, guard: Statement.Fragment) =>
+    sql`
+      INSERT INTO fibergraph.events (run_id, seq, step, tag, at, body)
+      SELECT ${runId}, e.seq, e.step, e.tag, e.at, e.body
+      FROM jsonb_to_recordset(${eventsJson(events)}::jsonb)
+        AS e(seq bigint, step integer, tag text, at bigint, body jsonb)
+      WHERE ${guard}`
+
+  /** Inserts checkpoint `c` where `guard` holds. */
+  const insertCheckpoint = (c: Checkpoint, guard: Statement.Fragment) =>
+    sql`
+      INSERT INTO fibergraph.checkpoints (run_id, seq, step, state, frontier, pending, interrupts, barriers, created_at)
+      SELECT ${c.runId}, ${c.seq}, ${c.step}, ${json(c.state)}::jsonb, ${json(c.frontier)}::jsonb,
+             ${json(c.pending)}::jsonb, ${json(c.interrupts)}::jsonb, ${json(c.barriers)}::jsonb, ${c.createdAt}
+      WHERE ${guard}`
+
+  const always = sql`true`
+
+  const insertRun = (run: RunRecord, firstSeq = 1) =>
+    sql`
+      INSERT INTO fibergraph.runs (run_id, tenant, graph_id, graph_version, graph_hash, status, step, claim_epoch,
+        last_seq, first_seq, config, usage, deadline_at, wait_until, parent_run_id, forked_from_run_id, forked_from_seq,
+        error, created_at, updated_at)
+      VALUES (${run.runId}, ${run.tenant}, ${run.graphId}, ${run.graphVersion}, ${run.graphHash}, ${run.status},
+        ${run.step}, ${run.claimEpoch}, ${run.lastSeq}, ${firstSeq}, ${json(run.config)}::jsonb,
+        ${json(run.usage)}::jsonb, ${run.config.deadline}, ${run.waitUntil}, ${run.parentRunId},
+        ${run.forkedFrom?.runId ?? null}, ${run.forkedFrom?.seq ?? null},
+        ${run.error === null ? null : json(run.error)}::jsonb, ${run.createdAt}, ${run.updatedAt})
+      ON CONFLICT (run_id) DO NOTHING
+      RETURNING *`
+
+  const inserted = sql`EXISTS (SELECT 1 FROM ins)`
+
+  /** One statement: the run row, and only if it was new, its first events and checkpoint. */
+  const insert: RunStore.Driver["insert"] = (run, events, c) =>
+    Effect.flatMap(
+      sql<RunRow>`
+        WITH ins AS (${insertRun(run)}),
+        ev AS (${insertEvents(run.runId, events, inserted)}),
+        cp AS (${insertCheckpoint(c, inserted)})
+        SELECT * FROM ins`,
+      ([row]) => row === undefined ? Effect.succeed(undefined) : decoded(toRun(row))
+    ).pipe(orDie("create"))
+
+  /**
+   * After a retried commit finds nothing to update: whether an earlier attempt did land (its reply
+   * was lost with the connection), which shows as the row already at this commit's position under
+   * the same epoch.
+   */
+  const landed = (c: StepCommit) =>
+    Effect.map(Effect.either(findRun(c.runId)), (found) => {
+      const run = Either.getOrUndefined(found)
+      return run !== undefined && run.claimEpoch === c.epoch && run.step === c.step &&
+          run.lastSeq === (c.events[c.events.length - 1]?.seq ?? run.lastSeq) &&
+          run.status === c.status && run.updatedAt === c.at
+        ? run
+        : undefined
+    })
+
+  const updated = sql`EXISTS (SELECT 1 FROM upd)`
+
+  const commit: RunStore.Driver["commit"] = (c) => {
+    const first = c.events.length === 0 ? null : c.events[0]!.seq
+    const cp = c.checkpoint
+    const checkpointing = cp === undefined
+      ? sql``
+      : sql`, cp AS (${insertCheckpoint(cp, updated)}),
+          pruned AS (
+            DELETE FROM fibergraph.checkpoints
+            WHERE run_id = ${c.runId} AND ${updated}
+              AND seq NOT IN (
+                SELECT seq FROM fibergraph.checkpoints WHERE run_id = ${c.runId} ORDER BY seq DESC LIMIT ${retain - 1}
+              )
+          )`
+    const statement = sql<RunRow>`
+      WITH upd AS (
+        UPDATE fibergraph.runs
+        SET status = ${c.status}, step = ${c.step}, last_seq = last_seq + ${c.events.length},
+            usage = ${json(c.usage)}::jsonb, wait_until = ${c.waitUntil},
+            error = ${c.error === null ? null : json(c.error)}::jsonb, updated_at = ${c.at},
+            graph_version = coalesce(${c.graph?.version ?? null}::text, graph_version),
+            graph_hash = coalesce(${c.graph?.hash ?? null}::text, graph_hash)
+        WHERE run_id = ${c.runId} AND claim_epoch = ${c.epoch} AND step = ${c.expectedStep}
+          AND (${first}::bigint IS NULL OR last_seq = ${first}::bigint - 1)
+        RETURNING *
+      ), ev AS (${insertEvents(c.runId, c.events, updated)})${checkpointing}
+      SELECT * FROM upd`
+    let attempts = 0
+    return Effect.suspend(() => {
+      attempts++
+      return statement
+    }).pipe(
+      Effect.retry({ schedule: SqlErrors.transientRetry, while: SqlErrors.isTransient }),
+      Effect.map(([row]) => row),
+      Effect.catchIf(SqlErrors.isUniqueViolation, () => Effect.succeed(undefined)),
+      Effect.flatMap((row) =>
+        row !== undefined
+          ? Effect.succeed(toRunWritten(row))
+          : attempts > 1
+          ? landed(c)
+          : Effect.succeed(undefined)
+      ),
+      orDie("commit")
+    )
+  }
+
+  const events: RunStore.Driver["events"] = (runId, afterSeq) =>
+    Effect.gen(function*() {
+      const [bounds] = yield* sql<{ readonly first_seq: string | number; readonly last_seq: string | number }>`
+        SELECT first_seq, last_seq FROM fibergraph.runs WHERE run_id = ${runId}`
+      if (bounds === undefined) return undefined
+      const rows = yield* sql<{ readonly seq: string | number; readonly body: unknown }>`
+        SELECT seq, body FROM fibergraph.events WHERE run_id = ${runId} AND seq > ${afterSeq} ORDER BY seq`
+      const out: Array<RunEvent> = []
+      for (const row of rows) {
+        const event = yield* Effect.either(Events.decode(parseJson(row.body)))
+        if (Either.isLeft(event)) {
+          return yield* corrupt(runId, `event ${row.seq} does not decode: ${formatParseError(event.left)}`)
+        }
+        if (event.right.seq !== Number(row.seq)) {
+          return yield* corrupt(runId, `event ${row.seq} claims to be ${event.right.runId}#${event.right.seq}`)
+        }
+        out.push(event.right)
+      }
+      return { firstSeq: Number(bounds.first_seq), lastSeq: Number(bounds.last_seq), events: out }
+    }).pipe(orDie("events"))
+
+  const latestCheckpoint: RunStore.Driver["latestCheckpoint"] = (runId) =>
+    Effect.gen(function*() {
+      const [row] = yield* sql<CheckpointRow & { readonly found: string }>`
+        SELECT r.run_id AS found, c.*
+        FROM fibergraph.runs r
+        LEFT JOIN LATERAL (
+          SELECT * FROM fibergraph.checkpoints c WHERE c.run_id = r.run_id ORDER BY c.seq DESC LIMIT 1
+        ) c ON true
+        WHERE r.run_id = ${runId}`
+      if (row === undefined) return undefined
+      if (row.seq === null) return Option.none()
+      return Option.some(yield* decoded(toCheckpoint(row)))
+    }).pipe(orDie("latestCheckpoint"))
+
+  const checkpoints: RunStore.Driver["checkpoints"] = (runId) =>
+    Effect.gen(function*() {
+      const exists = yield* sql`SELECT 1 FROM fibergraph.runs WHERE run_id = ${runId}`
+      if (exists.length === 0) return undefined
+      const rows = yield* sql<CheckpointRow>`
+        SELECT * FROM fibergraph.checkpoints WHERE run_id = ${runId} ORDER BY seq`
+      return yield* Effect.forEach(rows, (row) => decoded(toCheckpoint(row)))
+    }).pipe(orDie("checkpoints"))
+
+  const list: RunStore.Driver["list"] = (filter) => {
+    const clauses = []
+    if (filter.status !== undefined) {
+      clauses.push(filter.status.length === 0 ? sql`false` : sql.in("status", filter.status))
+    }
+    if (filter.graphId !== undefined) clauses.push(sql`graph_id = ${filter.graphId}`)
+    if (filter.tenant !== undefined) clauses.push(sql`tenant = ${filter.tenant}`)
+    if (filter.before !== undefined) {
+      clauses.push(sql`(created_at, run_id) < (${filter.before.createdAt}, ${filter.before.runId})`)
+    }
+    const where = clauses.length === 0 ? sql`` : sql`WHERE ${sql.and(clauses)}`
+    const limit = filter.limit === undefined ? sql`` : sql`LIMIT ${filter.limit}`
+    return Effect.flatMap(
+      sql<RunRow>`SELECT * FROM fibergraph.runs ${where} ORDER BY created_at DESC, run_id DESC ${limit}`,
+      (rows) => Effect.forEach(rows, (row) => decoded(toRun(row)))
+    ).pipe(orDie("list"))
+  }
+
+  const acquire: RunStore.Driver["acquire"] = (runId) =>
+    Effect.flatMap(
+      sql<RunRow>`UPDATE fibergraph.runs SET claim_epoch = claim_epoch + 1 WHERE run_id = ${runId} RETURNING *`,
+      ([row]) => row === undefined ? Effect.succeed(undefined) : decoded(toRun(row))
+    ).pipe(orDie("acquire"))
+
+  const insertFork: RunStore.Driver["insertFork"] = ({ checkpoint, firstSeq, run, sourceRunId }) =>
+    Effect.gen(function*() {
+      const [row] = yield* sql<RunRow>`${insertRun(run, firstSeq)}`
+      if (row === undefined) return undefined
+      yield* sql`
+        INSERT INTO fibergraph.events (run_id, seq, step, tag, at, body)
+        SELECT ${run.runId}, seq, step, tag, at, jsonb_set(body, '{runId}', to_jsonb(${run.runId}::text))
+        FROM fibergraph.events WHERE run_id = ${sourceRunId} AND seq <= ${checkpoint.seq}`
+      yield* insertCheckpoint(checkpoint, always)
+      return yield* decoded(toRun(row))
+    }).pipe(orDie("fork"))
+
+  const dropEvents: RunStore.Driver["dropEvents"] = (runId, upToSeq) =>
+    Effect.gen(function*() {
+      const deleted = yield* sql`DELETE FROM fibergraph.events WHERE run_id = ${runId} AND seq <= ${upToSeq} RETURNING seq`
+      yield* sql`UPDATE fibergraph.runs SET first_seq = ${upToSeq + 1} WHERE run_id = ${runId}`
+      return deleted.length
+    }).pipe(orDie("compact"))
+
+  return {
+    insert,
+    get: (runId) => orDie("get")(findRun(runId)),
+    acquire,
+    commit,
+    events,
+    latestCheckpoint,
+    checkpoints,
+    list,
+    insertFork,
+    dropEvents,
+    atomically: (effect) => orDie("transaction")(sql.withTransaction(effect))
+  }
 }
 
 /** Builds the store over the `SqlClient` in context (the schema must be migrated). */
 export const make = (options: Options = {}) =>
-  Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    const retain = Math.max(1, options.retainCheckpoints ?? 3)
-
-    /** A row that does not decode is a corrupt store: a defect the operator must see, with context. */
-    const orCorrupt = <A>(either: Either.Either<A, EventLogCorruptionError>) =>
-      Either.isLeft(either) ? Effect.die(either.left) : Effect.succeed(either.right)
-
-    const dieSql = <A, E, R>(effect: Effect.Effect<A, E | SqlError, R>, what: string): Effect.Effect<A, Exclude<E, SqlError>, R> =>
-      effect.pipe(
-        Effect.catchIf(
-          (e): e is Extract<E | SqlError, SqlError> => (e as { _tag?: string })._tag === "SqlError",
-          (e) => Effect.die(new Error(`RunStore.${what}: ${(e as SqlError).message}`, { cause: e }))
-        )
-      ) as Effect.Effect<A, Exclude<E, SqlError>, R>
-
-    const findRun = (runId: string) =>
-      Effect.flatMap(
-        sql<RunRow>`SELECT * FROM fibergraph.runs WHERE run_id = ${runId}`,
-        ([row]) => row === undefined ? Effect.fail(new RunNotFoundError({ runId })) : orCorrupt(toRun(row))
-      )
-
-    const insertCheckpoint = (c: Checkpoint) =>
-      sql`
-        INSERT INTO fibergraph.checkpoints (run_id, seq, step, state, frontier, pending, interrupts, barriers, created_at)
-        VALUES (${c.runId}, ${c.seq}, ${c.step}, ${json(c.state)}::jsonb, ${json(c.frontier)}::jsonb,
-                ${json(c.pending)}::jsonb, ${json(c.interrupts)}::jsonb, ${json(c.barriers)}::jsonb, ${c.createdAt})`
-
-    const eventsJson = (events: ReadonlyArray<RunEvent>) =>
-      json(events.map((e) => ({ seq: e.seq, step: e.step, tag: e._tag, at: e.at, body: Events.encode(e) })))
-
-    const runValues = (run: RunRecord) => ({
-      run_id: run.runId,
-      tenant: run.tenant,
-      graph_id: run.graphId,
-      graph_version: run.graphVersion,
-      graph_hash: run.graphHash,
-      status: run.status,
-      step: run.step,
-      claim_epoch: run.claimEpoch,
-      last_seq: run.lastSeq,
-      config: json(run.config),
-      usage: json(run.usage),
-      deadline_at: run.config.deadline,
-      wait_until: run.waitUntil,
-      parent_run_id: run.parentRunId,
-      forked_from_run_id: run.forkedFrom?.runId ?? null,
-      forked_from_seq: run.forkedFrom?.seq ?? null,
-      error: run.error === null ? null : json(run.error),
-      created_at: run.createdAt,
-      updated_at: run.updatedAt
-    })
-
-    const insertRunStatement = (run: RunRecord) => {
-      const v = runValues(run)
-      return sql`
-        INSERT INTO fibergraph.runs (run_id, tenant, graph_id, graph_version, graph_hash, status, step, claim_epoch,
-          last_seq, first_seq, config, usage, deadline_at, wait_until, parent_run_id, forked_from_run_id, forked_from_seq,
-          error, created_at, updated_at)
-        VALUES (${v.run_id}, ${v.tenant}, ${v.graph_id}, ${v.graph_version}, ${v.graph_hash}, ${v.status}, ${v.step},
-          ${v.claim_epoch}, ${v.last_seq}, 1, ${v.config}::jsonb, ${v.usage}::jsonb, ${v.deadline_at}, ${v.wait_until},
-          ${v.parent_run_id}, ${v.forked_from_run_id}, ${v.forked_from_seq}, ${v.error}::jsonb, ${v.created_at},
-          ${v.updated_at})
-        ON CONFLICT (run_id) DO NOTHING
-        RETURNING *`
-    }
-
-    const insertRun = (run: RunRecord) => sql<RunRow>`${insertRunStatement(run)}`
-
-    /** One statement: the run row, and only if it was new, its first events and checkpoint. */
-    const create: RunStore["Type"]["create"] = (run, events, c) =>
-      dieSql(
-        Effect.gen(function*() {
-          const [inserted] = yield* sql<RunRow>`
-            WITH ins AS (${insertRunStatement(run)}),
-            ev AS (
-              INSERT INTO fibergraph.events (run_id, seq, step, tag, at, body)
-              SELECT ${run.runId}, e.seq, e.step, e.tag, e.at, e.body
-              FROM jsonb_to_recordset(${eventsJson(events)}::jsonb)
-                AS e(seq bigint, step integer, tag text, at bigint, body jsonb)
-              WHERE EXISTS (SELECT 1 FROM ins)
-            ), cp AS (
-              INSERT INTO fibergraph.checkpoints (run_id, seq, step, state, frontier, pending, interrupts, barriers, created_at)
-              SELECT ${c.runId}, ${c.seq}, ${c.step}, ${json(c.state)}::jsonb, ${json(c.frontier)}::jsonb,
-                     ${json(c.pending)}::jsonb, ${json(c.interrupts)}::jsonb, ${json(c.barriers)}::jsonb, ${c.createdAt}
-              WHERE EXISTS (SELECT 1 FROM ins)
-            )
-            SELECT * FROM ins`
-          if (inserted === undefined) return { run: yield* Effect.orDie(findRun(run.runId)), created: false }
-          return { run: yield* orCorrupt(toRun(inserted)), created: true }
-        }),
-        "create"
-      )
-
-    /**
-     * After a retried commit finds nothing to update: whether an earlier attempt did land (its reply
-     * was lost with the connection), which shows as the row already at this commit's position under
-     * the same epoch.
-     */
-    const landed = (c: StepCommit) =>
-      Effect.flatMap(findRun(c.runId).pipe(Effect.option), (run) =>
-        Effect.succeed(
-          Option.isSome(run) && run.value.claimEpoch === c.epoch && run.value.step === c.step &&
-            run.value.lastSeq === (c.events[c.events.length - 1]?.seq ?? run.value.lastSeq) &&
-            run.value.status === c.status && run.value.updatedAt === c.at
-            ? run.value
-            : undefined
-        ))
-
-    const diagnose = (c: StepCommit, first: number | null) =>
-      Effect.flatMap(
-        sql<{ readonly claim_epoch: string | number; readonly step: string | number; readonly last_seq: string | number }>`
-          SELECT claim_epoch, step, last_seq FROM fibergraph.runs WHERE run_id = ${c.runId}`,
-        ([row]): Effect.Effect<never, StaleClaimError | EventSequenceConflictError | RunNotFoundError> => {
-          if (row === undefined) return Effect.fail(new RunNotFoundError({ runId: c.runId }))
-          const currentEpoch = Number(row.claim_epoch)
-          const currentStep = Number(row.step)
-          if (currentEpoch !== c.epoch || currentStep !== c.expectedStep) {
-            return Effect.fail(
-              new StaleClaimError({
-                runId: c.runId,
-                epoch: c.epoch,
-                currentEpoch,
-                expectedStep: c.expectedStep,
-                currentStep
-              })
-            )
-          }
-          return Effect.fail(
-            new EventSequenceConflictError({ runId: c.runId, seq: first ?? 0, lastSeq: Number(row.last_seq) })
-          )
-        }
-      )
-
-    const commit: RunStore["Type"]["commit"] = (c) =>
-      Effect.suspend(() => {
-        const first = c.events.length === 0 ? null : c.events[0]!.seq
-        for (let i = 1; i < c.events.length; i++) {
-          if (c.events[i]!.seq !== first! + i) {
-            return Effect.fail(
-              new EventSequenceConflictError({ runId: c.runId, seq: c.events[i]!.seq, lastSeq: first! + i - 1 })
-            )
-          }
-        }
-        const cp = c.checkpoint
-        const hasCheckpoint = cp !== undefined
-        const statement = sql<RunRow>`
-          WITH upd AS (
-            UPDATE fibergraph.runs
-            SET status = ${c.status}, step = ${c.step}, last_seq = last_seq + ${c.events.length},
-                usage = ${json(c.usage)}::jsonb, wait_until = ${c.waitUntil},
-                error = ${c.error === null ? null : json(c.error)}::jsonb, updated_at = ${c.at},
-                graph_version = coalesce(${c.graph?.version ?? null}::text, graph_version),
-                graph_hash = coalesce(${c.graph?.hash ?? null}::text, graph_hash)
-            WHERE run_id = ${c.runId} AND claim_epoch = ${c.epoch} AND step = ${c.expectedStep}
-              AND (${first}::bigint IS NULL OR last_seq = ${first}::bigint - 1)
-            RETURNING *
-          ), ev AS (
-            INSERT INTO fibergraph.events (run_id, seq, step, tag, at, body)
-            SELECT ${c.runId}, e.seq, e.step, e.tag, e.at, e.body
-            FROM jsonb_to_recordset(${eventsJson(c.events)}::jsonb)
-              AS e(seq bigint, step integer, tag text, at bigint, body jsonb)
-            WHERE EXISTS (SELECT 1 FROM upd)
-          ), cp AS (
-            INSERT INTO fibergraph.checkpoints (run_id, seq, step, state, frontier, pending, interrupts, barriers, created_at)
-            SELECT ${c.runId}, ${cp?.seq ?? 0}, ${cp?.step ?? 0}, ${json(cp?.state ?? null)}::jsonb,
-                   ${json(cp?.frontier ?? [])}::jsonb, ${json(cp?.pending ?? [])}::jsonb,
-                   ${json(cp?.interrupts ?? [])}::jsonb, ${json(cp?.barriers ?? {})}::jsonb, ${cp?.createdAt ?? c.at}
-            WHERE ${hasCheckpoint}::boolean AND EXISTS (SELECT 1 FROM upd)
-          ), pruned AS (
-            DELETE FROM fibergraph.checkpoints
-            WHERE run_id = ${c.runId} AND ${hasCheckpoint}::boolean AND EXISTS (SELECT 1 FROM upd)
-              AND seq NOT IN (
-                SELECT seq FROM fibergraph.checkpoints WHERE run_id = ${c.runId} ORDER BY seq DESC LIMIT ${retain - 1}
-              )
-          )
-          SELECT * FROM upd`
-        let attempts = 0
-        const attempt = Effect.suspend(() => {
-          attempts++
-          return statement
-        })
-        return attempt.pipe(
-          Effect.retry({ schedule: transientRetry, while: isTransient }),
-          Effect.catchIf(isUniqueViolation, () =>
-            Effect.fail(new EventSequenceConflictError({ runId: c.runId, seq: first ?? 0, lastSeq: (first ?? 1) - 1 }))),
-          Effect.flatMap(([row]) =>
-            row !== undefined
-              ? Effect.succeed(toRunWritten(row))
-              : attempts > 1
-              ? landed(c).pipe(Effect.flatMap((run) => run === undefined ? diagnose(c, first) : Effect.succeed(run)))
-              : diagnose(c, first)
-          ),
-          (effect) => dieSql(effect, "commit")
-        )
-      })
-
-    const events: RunStore["Type"]["events"] = (runId, afterSeq) =>
-      dieSql(
-        Effect.gen(function*() {
-          const [bounds] = yield* sql<{ readonly first_seq: string | number; readonly last_seq: string | number }>`
-            SELECT first_seq, last_seq FROM fibergraph.runs WHERE run_id = ${runId}`
-          if (bounds === undefined) return yield* Effect.fail(new RunNotFoundError({ runId }))
-          const firstSeq = Number(bounds.first_seq)
-          const lastSeq = Number(bounds.last_seq)
-          if (afterSeq + 1 < firstSeq) {
-            return yield* Effect.fail(
-              corrupt(runId, `events before sequence ${firstSeq} were compacted; read from a checkpoint instead`)
-            )
-          }
-          const rows = yield* sql<{ readonly seq: string | number; readonly body: unknown }>`
-            SELECT seq, body FROM fibergraph.events WHERE run_id = ${runId} AND seq > ${afterSeq} ORDER BY seq`
-          const out: Array<RunEvent> = []
-          let expected = afterSeq + 1
-          for (const row of rows) {
-            const seq = Number(row.seq)
-            if (seq !== expected) {
-              return yield* Effect.fail(corrupt(runId, `the event log has a gap: sequence ${expected} is missing (next is ${seq})`))
-            }
-            const decoded = yield* Effect.either(Events.decode(parseJson(row.body)))
-            if (Either.isLeft(decoded)) {
-              return yield* Effect.fail(
-                corrupt(runId, `event ${seq} does not decode: ${formatParseError(decoded.left)}`)
-              )
-            }
-            if (decoded.right.seq !== seq || decoded.right.runId !== runId) {
-              return yield* Effect.fail(corrupt(runId, `event ${seq} claims to be ${decoded.right.runId}#${decoded.right.seq}`))
-            }
-            out.push(decoded.right)
-            expected++
-          }
-          if (expected - 1 < lastSeq) {
-            return yield* Effect.fail(
-              corrupt(runId, `the event log ends at sequence ${expected - 1} but the run has committed up to ${lastSeq} (truncated)`)
-            )
-          }
-          return out
-        }),
-        "events"
-      )
-
-    const exists = (runId: string) =>
-      Effect.flatMap(
-        sql`SELECT 1 FROM fibergraph.runs WHERE run_id = ${runId}`,
-        (rows) => rows.length === 0 ? Effect.fail(new RunNotFoundError({ runId })) : Effect.void
-      )
-
-    const latestCheckpoint: RunStore["Type"]["latestCheckpoint"] = (runId) =>
-      dieSql(
-        Effect.gen(function*() {
-          const [row] = yield* sql<CheckpointRow & { readonly found: string }>`
-            SELECT r.run_id AS found, c.*
-            FROM fibergraph.runs r
-            LEFT JOIN LATERAL (
-              SELECT * FROM fibergraph.checkpoints c WHERE c.run_id = r.run_id ORDER BY c.seq DESC LIMIT 1
-            ) c ON true
-            WHERE r.run_id = ${runId}`
-          if (row === undefined) return yield* Effect.fail(new RunNotFoundError({ runId }))
-          if (row.seq === null) return Option.none()
-          const checkpoint = toCheckpoint(row)
-          return Either.isLeft(checkpoint) ? yield* Effect.fail(checkpoint.left) : Option.some(checkpoint.right)
-        }),
-        "latestCheckpoint"
-      )
-
-    const checkpoints: RunStore["Type"]["checkpoints"] = (runId) =>
-      dieSql(
-        Effect.gen(function*() {
-          yield* exists(runId)
-          const rows = yield* sql<CheckpointRow>`
-            SELECT * FROM fibergraph.checkpoints WHERE run_id = ${runId} ORDER BY seq`
-          return yield* Effect.forEach(rows, (row) => orCorrupt(toCheckpoint(row)))
-        }),
-        "checkpoints"
-      )
-
-    const list: RunStore["Type"]["list"] = (filter: RunFilter) => {
-      const clauses = []
-      if (filter.status !== undefined) {
-        const statuses = typeof filter.status === "string" ? [filter.status] : filter.status
-        clauses.push(statuses.length === 0 ? sql`false` : sql.in("status", statuses))
-      }
-      if (filter.graphId !== undefined) clauses.push(sql`graph_id = ${filter.graphId}`)
-      if (filter.tenant !== undefined) clauses.push(sql`tenant = ${filter.tenant}`)
-      if (filter.before !== undefined) {
-        clauses.push(sql`(created_at, run_id) < (${filter.before.createdAt}, ${filter.before.runId})`)
-      }
-      const where = clauses.length === 0 ? sql`` : sql`WHERE ${sql.and(clauses)}`
-      const limit = filter.limit === undefined ? sql`` : sql`LIMIT ${filter.limit}`
-      return dieSql(
-        Effect.flatMap(
-          sql<RunRow>`SELECT * FROM fibergraph.runs ${where} ORDER BY created_at DESC, run_id DESC ${limit}`,
-          (rows) => Effect.forEach(rows, (row) => orCorrupt(toRun(row)))
-        ),
-        "list"
-      )
-    }
-
-    const acquire: RunStore["Type"]["acquire"] = (runId) =>
-      dieSql(
-        Effect.flatMap(
-          sql<RunRow>`UPDATE fibergraph.runs SET claim_epoch = claim_epoch + 1 WHERE run_id = ${runId} RETURNING *`,
-          ([row]) => row === undefined ? Effect.fail(new RunNotFoundError({ runId })) : orCorrupt(toRun(row))
-        ),
-        "acquire"
-      )
-
-    const fork: RunStore["Type"]["fork"] = (runId, { at, atSeq, newRunId }) =>
-      dieSql(
-        sql.withTransaction(Effect.gen(function*() {
-          const source = yield* findRun(runId)
-          const retained = yield* checkpoints(runId)
-          const checkpoint = atSeq === undefined ? retained[retained.length - 1] : retained.find((c) => c.seq === atSeq)
-          if (checkpoint === undefined) {
-            return yield* Effect.fail(
-              corrupt(runId, `no retained checkpoint at sequence ${atSeq}; retained: ${retained.map((c) => c.seq).join(", ")}`)
-            )
-          }
-          const [bounds] = yield* sql<{ readonly first_seq: string | number }>`
-            SELECT first_seq FROM fibergraph.runs WHERE run_id = ${runId}`
-          if (checkpoint.seq < Number(bounds!.first_seq) - 1) {
-            return yield* Effect.fail(corrupt(runId, "history before the checkpoint was compacted"))
-          }
-          const run: RunRecord = {
-            ...source,
-            runId: newRunId,
-            status: checkpoint.interrupts.length > 0 ? "waiting" : "pending",
-            step: checkpoint.step,
-            claimEpoch: 0,
-            lastSeq: checkpoint.seq,
-            waitUntil: null,
-            error: null,
-            forkedFrom: { runId, seq: checkpoint.seq },
-            createdAt: at,
-            updatedAt: at
-          }
-          const [inserted] = yield* insertRun(run)
-          if (inserted === undefined) return yield* Effect.orDie(findRun(newRunId))
-          yield* sql`UPDATE fibergraph.runs SET first_seq = ${bounds!.first_seq} WHERE run_id = ${newRunId}`
-          yield* sql`
-            INSERT INTO fibergraph.events (run_id, seq, step, tag, at, body)
-            SELECT ${newRunId}, seq, step, tag, at, jsonb_set(body, '{runId}', to_jsonb(${newRunId}::text))
-            FROM fibergraph.events WHERE run_id = ${runId} AND seq <= ${checkpoint.seq}`
-          yield* insertCheckpoint({ ...checkpoint, runId: newRunId })
-          return yield* orCorrupt(toRun(inserted))
-        })),
-        "fork"
-      )
-
-    const compact: RunStore["Type"]["compact"] = (runId, beforeSeq) =>
-      dieSql(
-        sql.withTransaction(Effect.gen(function*() {
-          const [bounds] = yield* sql<{ readonly first_seq: string | number; readonly oldest: string | number | null }>`
-            SELECT r.first_seq, (SELECT min(seq) FROM fibergraph.checkpoints c WHERE c.run_id = r.run_id) AS oldest
-            FROM fibergraph.runs r WHERE r.run_id = ${runId} FOR UPDATE`
-          if (bounds === undefined) return yield* Effect.fail(new RunNotFoundError({ runId }))
-          const firstSeq = Number(bounds.first_seq)
-          const upTo = Math.min(beforeSeq - 1, Number(bounds.oldest ?? 0))
-          if (upTo < firstSeq) return 0
-          const deleted = yield* sql`
-            DELETE FROM fibergraph.events WHERE run_id = ${runId} AND seq <= ${upTo} RETURNING seq`
-          yield* sql`UPDATE fibergraph.runs SET first_seq = ${upTo + 1} WHERE run_id = ${runId}`
-          return deleted.length
-        })),
-        "compact"
-      )
-
-    return RunStore.of({
-      create: (run, events, checkpoint) => Effect.uninterruptible(create(run, events, checkpoint)),
-      get: (runId) => Effect.uninterruptible(dieSql(findRun(runId), "get")),
-      acquire: (runId) => Effect.uninterruptible(acquire(runId)),
-      commit: (c) => Effect.uninterruptible(commit(c)),
-      events: (runId, afterSeq) => Effect.uninterruptible(events(runId, afterSeq)),
-      latestCheckpoint: (runId) => Effect.uninterruptible(latestCheckpoint(runId)),
-      checkpoints: (runId) => Effect.uninterruptible(checkpoints(runId)),
-      list: (filter) => Effect.uninterruptible(list(filter)),
-      fork: (runId, options) => Effect.uninterruptible(fork(runId, options)),
-      compact: (runId, beforeSeq) => Effect.uninterruptible(compact(runId, beforeSeq))
-    })
-  })
+  Effect.map(SqlClient.SqlClient, (sql) => RunStore.make(driver(sql, options)))
 
 /** The SQL store as a layer over the `SqlClient` in context. */
-export const layer = (options: Options = {}): Layer.Layer<RunStore, never, SqlClient.SqlClient> =>
-  Layer.effect(RunStore, make(options))
+export const layer = (options: Options = {}): Layer.Layer<RunStore.RunStore, never, SqlClient.SqlClient> =>
+  Layer.effect(RunStore.RunStore, make(options))
