@@ -22,7 +22,7 @@ import { commit, controlWriter, type Cursor, stampFor } from "./internal/Commit.
 import * as Control from "./internal/Control.js"
 import * as Load from "./internal/Load.js"
 import * as RunEvents from "./internal/RunEvents.js"
-import type { Position } from "./internal/Step.js"
+import type { Position } from "./internal/Position.js"
 import type { HumanResponse } from "./Node.js"
 import { EventSink } from "./services/EventSink.js"
 import {

@@ -10,12 +10,12 @@ import { type InputValidationError, RunStatusError, StaleClaimError } from "../E
 import type { CompiledGraph } from "../Graph.js"
 import type { HumanResponse } from "../Node.js"
 import { type RunRecord, type RunStore, terminalStatuses } from "../services/RunStore.js"
-import { budgetOf } from "./Admission.js"
+import { makeSpendTracker } from "./Budget.js"
 import { type Cursor, unguarded, type Writer } from "./Commit.js"
 import * as Control from "./Control.js"
 import { drive, type DriveError, type Settled } from "./Drive.js"
 import type { RunEvents } from "./RunEvents.js"
-import { type Env, type Position, SpendTracker } from "./Step.js"
+import type { Env, Position } from "./Position.js"
 
 /** A message that reached an actor as it stopped: the sender tries again without it. */
 export class ActorGone extends Data.TaggedError("ActorGone")<{}> {}
@@ -82,12 +82,7 @@ export const ownedOf = (
   clock: Clock.Clock,
   guard: Effect.Effect<void, StaleClaimError> = unguarded
 ): Owned => {
-  const spend = new SpendTracker(run.runId, run.usage, run.config, (node) => {
-    const fromRun = run.config.nodeBudgets[node]
-    if (fromRun !== undefined) return fromRun
-    const spec = graph.nodes.get(node)?.budget
-    return spec === undefined ? undefined : budgetOf(spec)
-  })
+  const spend = makeSpendTracker(graph, run)
   return {
     env: {
       graph,

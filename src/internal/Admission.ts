@@ -7,10 +7,12 @@ import { Clock, Duration, Effect, Random } from "effect"
 import { InputValidationError, type RoutingError, type StateValidationError } from "../Errors.js"
 import type { RunEvent } from "../Events.js"
 import type { CompiledGraph } from "../Graph.js"
-import type { Checkpoint, RunConfig, RunRecord, Usage } from "../services/RunStore.js"
+import type { Checkpoint, RunConfig, RunRecord } from "../services/RunStore.js"
 import * as State from "../State.js"
+import { budgetOf, emptyUsage } from "./Budget.js"
 import { toCheckpoint } from "./Codec.js"
-import { type Position, startFrontier } from "./Step.js"
+import { initialPosition, type Position } from "./Position.js"
+import { startFrontier } from "./Routing.js"
 
 /** Options of a new run. */
 export interface StartOptions {
@@ -48,13 +50,6 @@ export interface Admitted {
   readonly pos: Position
 }
 
-/** A stored budget from a budget option (TEMPORARY: moves to internal/Budget). */
-export const budgetOf = (b: { readonly tokens?: number; readonly usd?: number } | undefined) => ({
-  tokens: b?.tokens ?? null,
-  usd: b?.usd ?? null
-})
-
-const emptyUsage: Usage = { total: { tokens: 0, usd: 0 }, byNode: {} }
 
 /** A new run id: time-ordered, then random. */
 export const newRunId: Effect.Effect<string> = Effect.gen(function*() {
@@ -127,7 +122,7 @@ export const prepare = (
       createdAt: now,
       updatedAt: now
     }
-    const pos: Position = { step: 0, state, frontier, pending: new Map(), interrupts: [], barriers: {} }
+    const pos: Position = initialPosition(state, frontier)
     const started: RunEvent = {
       _tag: "RunStarted",
       runId,

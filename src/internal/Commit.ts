@@ -10,7 +10,7 @@ import type { RunEvent } from "../Events.js"
 import type { CompiledGraph } from "../Graph.js"
 import { type RunRecord, type RunStatus, type RunStore, terminalStatuses, type Usage } from "../services/RunStore.js"
 import { toCheckpoint } from "./Codec.js"
-import type { Draft, FailureInfo, Position, Stamp } from "./Step.js"
+import type { Draft, FailureInfo, Position, Stamp } from "./Position.js"
 
 /** Where a run stands as of its writer's latest commit. */
 export interface Cursor {

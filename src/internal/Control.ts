@@ -16,7 +16,7 @@ import type { Interrupt, RunRecord } from "../services/RunStore.js"
 import * as State from "../State.js"
 import { decodeUpdate } from "./Codec.js"
 import { commit, failureOf, stampFor, type Writer } from "./Commit.js"
-import type { Position } from "./Step.js"
+import type { Position } from "./Position.js"
 
 /** Which open interrupt a response answers (default: all of them). */
 export interface ResponseTarget {

@@ -6,7 +6,6 @@
  */
 import { Effect, Option } from "effect"
 import {
-  BudgetExceededError,
   DeadlineExceededError,
   MaxStepsExceededError,
   type RunStatusError,
@@ -14,16 +13,9 @@ import {
 } from "../Errors.js"
 import type { Interrupt, RunRecord, RunStatus } from "../services/RunStore.js"
 import { commit, failureOf, stampFor, type Writer } from "./Commit.js"
-import {
-  type Draft,
-  type Env,
-  type FailureInfo,
-  nextPosition,
-  type Position,
-  runStep,
-  type Stamp,
-  type StepOutcome
-} from "./Step.js"
+import { budgetEvents } from "./Budget.js"
+import { type Draft, type Env, type FailureInfo, nextPosition, type Position, type Stamp, type StepOutcome } from "./Position.js"
+import { runStep } from "./Step.js"
 
 /** A run that stopped moving: waiting for a response, or terminal. */
 export interface Settled {
@@ -33,43 +25,6 @@ export interface Settled {
 
 /** Errors of a drive a caller can act on: a lost claim (or a run that ended under it). */
 export type DriveError = StaleClaimError | RunStatusError
-
-const thresholds = [50, 75, 90, 100]
-
-const budgetEvents = (
-  env: Env,
-  stamp: Stamp,
-  before: RunRecord["usage"],
-  after: RunRecord["usage"]
-): { events: Array<Draft>; exceeded: BudgetExceededError | undefined } => {
-  const events: Array<Draft> = []
-  let exceeded: BudgetExceededError | undefined
-  const check = (scope: string, resource: "tokens" | "usd", limit: number | null | undefined, from: number, to: number) => {
-    if (limit === null || limit === undefined || limit <= 0 || to === from) return
-    for (const percent of thresholds) {
-      const mark = (limit * percent) / 100
-      if (from < mark && to >= mark) {
-        events.push(stamp({ _tag: "BudgetThreshold", scope, resource, percent, used: to, limit }))
-      }
-    }
-    if (to >= limit && exceeded === undefined) {
-      exceeded = new BudgetExceededError({ runId: env.runId, scope, resource, limit, requested: to })
-    }
-  }
-  const budget = env.config.budget
-  if (after === before) return { events, exceeded }
-  check("run", "tokens", budget.tokens, before.total.tokens, after.total.tokens)
-  check("run", "usd", budget.usd, before.total.usd, after.total.usd)
-  for (const node of Object.keys(after.byNode)) {
-    const limit = env.spend.nodeBudget(node)
-    if (limit === undefined) continue
-    const from = before.byNode[node] ?? { tokens: 0, usd: 0 }
-    const to = after.byNode[node]!
-    check(`node ${node}`, "tokens", limit.tokens, from.tokens, to.tokens)
-    check(`node ${node}`, "usd", limit.usd, from.usd, to.usd)
-  }
-  return { events, exceeded }
-}
 
 const waitingEvent = (stamp: Stamp, interrupts: ReadonlyArray<Interrupt>, until: number | null) =>
   stamp({
@@ -147,7 +102,7 @@ export const drive = (env: Env, writer: Writer): Effect.Effect<Settled, DriveErr
     outcome: StepOutcome
   ): Effect.Effect<Settled, DriveError, unknown> => {
     for (const e of outcome.events) events.push(e)
-    const budget = budgetEvents(env, stamp, usageBefore, env.spend.snapshot())
+    const budget = budgetEvents(env.spend, stamp, usageBefore, env.spend.snapshot())
     for (const e of budget.events) events.push(e)
     switch (outcome._tag) {
       case "Failed": {

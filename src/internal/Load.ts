@@ -17,7 +17,7 @@ import type { CompiledGraph } from "../Graph.js"
 import { type RunRecord, type RunStore, terminalStatuses } from "../services/RunStore.js"
 import * as State from "../State.js"
 import { encodeState, fromCheckpoint } from "./Codec.js"
-import type { Position } from "./Step.js"
+import type { Position } from "./Position.js"
 
 /** Errors of taking up a stored run with a graph. */
 export type LoadError = RunNotFoundError | GraphMismatchError | EventLogCorruptionError | CheckpointMigrationError
