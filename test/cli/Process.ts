@@ -1,13 +1,43 @@
 /**
- * Runs the real command line as OS processes (`node --import tsx src/cli/main.ts …`): one-shot
- * commands to their end, and a long-running `worker` whose stderr (JSON log lines) is watched.
+ * Runs the real command line as OS processes, compiled as it ships (`node dist/cli/main.js …`,
+ * the package's `bin`): one-shot commands to their end, and a long-running `worker` whose stderr
+ * (JSON log lines) is watched. `npm test` builds `dist/` first; run `npm run build` before
+ * running these tests alone.
  */
 import { type ChildProcess, spawn } from "node:child_process"
+import { readdirSync, statSync } from "node:fs"
+import * as NodePath from "node:path"
 import { fileURLToPath } from "node:url"
 import { Deferred, Duration, Effect, Option, type Scope } from "effect"
 
 const root = fileURLToPath(new URL("../../", import.meta.url))
-const main = "src/cli/main.ts"
+const main = "dist/cli/main.js"
+
+const newestSource = (directory: string): { readonly path: string; readonly mtime: number } =>
+  readdirSync(directory, { withFileTypes: true }).reduce(
+    (newest, entry) => {
+      const path = NodePath.join(directory, entry.name)
+      const candidate = entry.isDirectory() ? newestSource(path) : { path, mtime: statSync(path).mtimeMs }
+      return candidate.mtime > newest.mtime ? candidate : newest
+    },
+    { path: "", mtime: 0 }
+  )
+
+/** Dies unless `dist/` holds a build at least as new as every file of `src/`. */
+export const built = Effect.sync(() => {
+  const compiled = NodePath.join(root, main)
+  const builtAt = (() => {
+    try {
+      return statSync(compiled).mtimeMs
+    } catch {
+      throw new Error(`${main} is missing: run \`npm run build\` first (\`npm test\` builds before it tests)`)
+    }
+  })()
+  const source = newestSource(NodePath.join(root, "src"))
+  if (source.mtime > builtAt) {
+    throw new Error(`${main} is older than ${NodePath.relative(root, source.path)}: run \`npm run build\` first`)
+  }
+})
 
 /** This process's environment without the variables that configure fibergraph. */
 const baseEnv = () =>
@@ -29,8 +59,8 @@ export const fibergraph = (
   env: Readonly<Record<string, string>> = {},
   timeout: Duration.DurationInput = "60 seconds"
 ): Effect.Effect<Outcome> =>
-  Effect.async<Outcome>((resume) => {
-    const child = spawn(process.execPath, ["--import", "tsx", main, ...args], {
+  Effect.zipRight(built, Effect.async<Outcome>((resume) => {
+    const child = spawn(process.execPath, [main, ...args], {
       cwd: root,
       env: { ...baseEnv(), ...env },
       stdio: ["ignore", "pipe", "pipe"]
@@ -41,7 +71,7 @@ export const fibergraph = (
     child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
     child.on("close", (code, signal) => resume(Effect.succeed({ code, signal, stdout, stderr })))
     return Effect.sync(() => child.kill("SIGKILL"))
-  }).pipe(
+  })).pipe(
     Effect.timeoutFail({
       duration: timeout,
       onTimeout: () => new Error(`fibergraph ${args.join(" ")} did not end within ${Duration.format(Duration.decode(timeout))}`)
@@ -89,12 +119,13 @@ export const startWorker = (
   env: Readonly<Record<string, string>> = {}
 ): Effect.Effect<WorkerProcess, Error, Scope.Scope> =>
   Effect.gen(function*() {
+    yield* built
     const exited = yield* Deferred.make<{ readonly code: number | null; readonly signal: NodeJS.Signals | null }>()
     const listening = yield* Deferred.make<number>()
     let stderr = ""
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
-        spawn(process.execPath, ["--import", "tsx", main, "worker", ...args], {
+        spawn(process.execPath, [main, "worker", ...args], {
           cwd: root,
           env: { ...baseEnv(), ...env },
           stdio: ["ignore", "pipe", "pipe"]
