@@ -26,7 +26,6 @@ import { byOrder, route, startFrontier } from "./Routing.js"
 
 // Transition: names that used to live here, until their importers switch to the owning module.
 export { SpendTracker } from "./Budget.js"
-export { InternalContext, type Internals } from "./NodeContext.js"
 export {
   type Draft,
   type Entry,
@@ -38,7 +37,7 @@ export {
   type Stamp,
   type StepOutcome
 } from "./Position.js"
-export { buildFrontier, startFrontier } from "./Routing.js"
+export { startFrontier } from "./Routing.js"
 
 const nativeTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
