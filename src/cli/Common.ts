@@ -1,21 +1,12 @@
 /**
  * What the commands share: the `--store`, `--graphs` and `--json` options, option parsers (JSON,
- * durations, positive integers) and the layers a command runs on (the store, the queue beside it,
- * the runner).
+ * durations, positive integers) and the layers a command runs on (composed in `layers/Main.ts`).
  */
 import { Options, ValidationError } from "@effect/cli"
 import * as HelpDoc from "@effect/cli/HelpDoc"
-import * as PgClient from "@effect/sql-pg/PgClient"
-import * as SqlClient from "@effect/sql/SqlClient"
-import { Config, type ConfigError, Context, Duration, Effect, Layer, Option } from "effect"
-import * as CircuitBreaker from "../CircuitBreaker.js"
-import * as WorkQueueMemory from "../layers/memory/WorkQueueMemory.js"
-import * as PgliteClient from "../layers/sql/PgliteClient.js"
-import * as WorkQueueSql from "../layers/sql/WorkQueueSql.js"
-import * as Store from "../layers/Store.js"
-import * as Runner from "../Runner.js"
-import type { RunStore } from "../services/RunStore.js"
-import type { WorkQueue } from "../services/WorkQueue.js"
+import { Config, Duration, Effect, Option } from "effect"
+import * as Main from "../layers/Main.js"
+import type * as Store from "../layers/Store.js"
 
 /** `--store URL`, falling back to `FIBERGRAPH_STORE`, `DATABASE_URL`, then `pglite://./.fibergraph`. */
 export const storeOption = Options.text("store").pipe(
@@ -98,42 +89,7 @@ export const integerIn = (name: string, min: number, max = Number.MAX_SAFE_INTEG
     )
 
 /** The store named by `--store` or the environment; `migrate` overrides `FIBERGRAPH_MIGRATE` when given. */
-export const storeLayer = (
-  url: Option.Option<string>,
-  migrate?: Store.MigrateMode
-): Layer.Layer<Store.Store | RunStore, Store.StoreUrlError | Store.StoreOpenError | ConfigError.ConfigError> =>
-  Layer.unwrapEffect(Effect.map(Store.config, (options) =>
-    Store.layer({
-      ...options,
-      url: Option.getOrElse(url, () => options.url),
-      migrate: migrate ?? options.migrate ?? Store.defaults.migrate
-    })))
-
-/**
- * The store's SQL client under the tags the SQL queue looks for: `SqlClient`, and `PgClient` or
- * `PgliteClient` when the client is one (their `listen` carries the queue's wake-ups).
- */
-const sqlContext = (store: Store.Store["Type"], sql: SqlClient.SqlClient) => {
-  const base = Context.make(SqlClient.SqlClient, sql)
-  if (!("listen" in sql) || typeof sql.listen !== "function") return base
-  return store.kind === "postgres"
-    ? Context.add(base, PgClient.PgClient, sql as PgClient.PgClient)
-    : store.kind === "pglite"
-    ? Context.add(base, PgliteClient.PgliteClient, sql as PgliteClient.PgliteSqlClient)
-    : base
-}
-
-/** The `WorkQueue` beside the open store: the SQL queue on its database, the memory queue for `memory://`. */
-export const queueLayer: Layer.Layer<WorkQueue, never, Store.Store | RunStore> = Layer.unwrapEffect(
-  Effect.map(Store.Store, (store) =>
-    Option.match(store.sql, {
-      onNone: () => WorkQueueMemory.layer,
-      onSome: (sql) => WorkQueueSql.layer.pipe(Layer.provide(Layer.succeedContext(sqlContext(store, sql))))
-    }))
-)
+export const storeLayer = (url: Option.Option<string>, migrate?: Store.MigrateMode) => Main.store({ url, migrate })
 
 /** Everything a command needs to submit, answer and inspect runs: the store, its queue, a runner. */
-export const runtimeLayer = (url: Option.Option<string>, migrate?: Store.MigrateMode) =>
-  Layer.mergeAll(queueLayer, Runner.layer()).pipe(
-    Layer.provideMerge(Layer.merge(storeLayer(url, migrate), CircuitBreaker.layer))
-  )
+export const runtimeLayer = (url: Option.Option<string>, migrate?: Store.MigrateMode) => Main.layer({ url, migrate })

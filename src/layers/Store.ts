@@ -1,12 +1,13 @@
 /**
  * The store, chosen by URL: `postgres://…` / `postgresql://…` (a Postgres server through
  * `@effect/sql-pg`), `pglite://<dir>` (embedded Postgres in-process) or `memory://`. Opening it
- * connects (with retries for a server), applies or checks the migrations and builds the
- * `RunStore`; a store that cannot be opened fails with the reason, never falls back to memory.
+ * connects (with retries for a server), applies or checks the migrations and builds the backend's
+ * store (`SqlStore` or `MemoryStore`: `RunStore` and `WorkQueue` together); a store that cannot
+ * be opened fails with the reason, never falls back to memory.
  *
- * The layer provides `RunStore` and `Store`, which says which store is open (`kind`, a
- * password-free `url`) and carries its `SqlClient` (`sql`, `Option.none()` for `memory://`) for
- * services that need SQL beside the run store (jobs, usage).
+ * The layer provides `RunStore`, `WorkQueue` and `Store`, which says which store is open (`kind`,
+ * a password-free `url`) and carries its `SqlClient` (`sql`, `Option.none()` for `memory://`) for
+ * services that need SQL beside the store (usage).
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
 import { SqlClient } from "@effect/sql"
@@ -15,10 +16,11 @@ import { Config, Context, Duration, Effect, Either, Layer, Option, Redacted, Ref
 import type { ConfigError, Scope } from "effect"
 import * as NodePath from "node:path"
 import { RunStore } from "../services/RunStore.js"
-import * as RunStoreMemory from "./memory/RunStoreMemory.js"
+import { WorkQueue } from "../services/WorkQueue.js"
+import * as MemoryStore from "./memory/MemoryStore.js"
 import * as Migrations from "./sql/Migrations.js"
 import * as PgliteClient from "./sql/PgliteClient.js"
-import * as RunStoreSql from "./sql/RunStoreSql.js"
+import * as SqlStore from "./sql/SqlStore.js"
 
 /** The kinds of store a URL can name. */
 export type StoreKind = "postgres" | "pglite" | "memory"
@@ -133,12 +135,13 @@ export const connectRetry: Schedule.Schedule<unknown, unknown> = Schedule.expone
   Schedule.intersect(Schedule.recurs(4))
 )
 
-/** The open store: which one it is, its run store, and its SQL client when it has one. */
+/** The open store: which one it is, its run store and queue, and its SQL client when it has one. */
 export class Store extends Context.Tag("fibergraph/Store")<Store, {
   readonly kind: StoreKind
   /** The store URL, password masked: safe to log and show. */
   readonly url: string
   readonly runStore: RunStore["Type"]
+  readonly workQueue: WorkQueue["Type"]
   /** The store's SQL client (server or embedded); `Option.none()` for `memory://`. */
   readonly sql: Option.Option<SqlClient.SqlClient>
 }>() {}
@@ -403,7 +406,10 @@ const openSql = (
   options: Omit<Options, "url">
 ): Layer.Layer<SqlClient.SqlClient, StoreOpenError> =>
   url.kind === "postgres"
-    ? Layer.scoped(SqlClient.SqlClient, connectPostgres(url, options)).pipe(Layer.provide(Reactivity.layer))
+    ? Layer.scopedContext(
+      Effect.map(connectPostgres(url, options), (client) =>
+        Context.make(PgClient.PgClient, client).pipe(Context.add(SqlClient.SqlClient, client)))
+    ).pipe(Layer.provide(Reactivity.layer))
     : PgliteClient.layer({ dataDir: url.dataDir }).pipe(
       Layer.mapError((error) =>
         new StoreOpenError({ kind: "pglite", url: url.url, dataDir: url.dataDir, reason: error.reason, cause: error })
@@ -462,16 +468,17 @@ const open = (
     }
     const retain = options.retainCheckpoints === undefined ? {} : { retainCheckpoints: options.retainCheckpoints }
     if (url.kind === "memory") {
-      const runStore = yield* RunStoreMemory.make(retain)
-      return { kind: url.kind, url: url.url, runStore, sql: Option.none() }
+      const { runStore, workQueue } = yield* MemoryStore.make(retain)
+      return { kind: url.kind, url: url.url, runStore, workQueue, sql: Option.none() }
     }
     const sqlContext = yield* Layer.build(openSql(url, options))
     yield* Effect.provide(runMigrations(url, options.migrate ?? defaults.migrate), sqlContext)
-    const storeContext = yield* Effect.provide(Layer.build(RunStoreSql.layer(retain)), sqlContext)
+    const { runStore, workQueue } = yield* Effect.provide(SqlStore.make(retain), sqlContext)
     return {
       kind: url.kind,
       url: url.url,
-      runStore: Context.get(storeContext, RunStore),
+      runStore,
+      workQueue,
       sql: Option.some(Context.get(sqlContext, SqlClient.SqlClient))
     }
   })
@@ -482,10 +489,11 @@ export const make = Effect.fn("Store.make")(function*(options: Options) {
   return yield* open(url, options)
 })
 
-const toContext = (store: Store["Type"]) => Context.make(Store, store).pipe(Context.add(RunStore, store.runStore))
+const toContext = (store: Store["Type"]) =>
+  Context.make(Store, store).pipe(Context.add(RunStore, store.runStore), Context.add(WorkQueue, store.workQueue))
 
-/** Provides `Store` and `RunStore` for the store named by `options.url`. */
-export const layer = (options: Options): Layer.Layer<Store | RunStore, StoreUrlError | StoreOpenError> =>
+/** Provides `Store`, `RunStore` and `WorkQueue` for the store named by `options.url`. */
+export const layer = (options: Options): Layer.Layer<Store | RunStore | WorkQueue, StoreUrlError | StoreOpenError> =>
   Layer.scopedContext(Effect.map(make(options), toContext))
 
 /** Store options as read from configuration, with the variable the URL came from. */
@@ -527,7 +535,7 @@ export const config: Config.Config<ConfigOptions> = Config.all({
 
 /** Like `layer`, with the options read from `config`; a bad URL's error names the variable it came from. */
 export const layerConfig: Layer.Layer<
-  Store | RunStore,
+  Store | RunStore | WorkQueue,
   StoreUrlError | StoreOpenError | ConfigError.ConfigError
 > = Layer.scopedContext(
   Effect.gen(function*() {

@@ -21,10 +21,8 @@ import {
 } from "effect"
 import * as CircuitBreaker from "../../src/CircuitBreaker.js"
 import type { CircuitBreakers } from "../../src/CircuitBreaker.js"
-import * as RunStoreMemory from "../../src/layers/memory/RunStoreMemory.js"
-import * as WorkQueueMemory from "../../src/layers/memory/WorkQueueMemory.js"
-import * as RunStoreSql from "../../src/layers/sql/RunStoreSql.js"
-import * as WorkQueueSql from "../../src/layers/sql/WorkQueueSql.js"
+import * as MemoryStore from "../../src/layers/memory/MemoryStore.js"
+import * as SqlStore from "../../src/layers/sql/SqlStore.js"
 import * as Runner from "../../src/Runner.js"
 import type { GraphRegistry } from "../../src/services/GraphRegistry.js"
 import { RunStore } from "../../src/services/RunStore.js"
@@ -51,7 +49,7 @@ export class Commits extends Context.Tag("test/worker/Commits")<Commits, {
 const commitsLayer = Layer.sync(Commits, () => ({ log: [], poisoned: new Set<string>() }))
 
 /** Wraps a store so every commit attempt is recorded, and the commits of poisoned runs die. */
-const recorded = <E, R>(store: Layer.Layer<RunStore, E, R>): Layer.Layer<RunStore, E, R | Commits> =>
+const recorded = <ROut, E, R>(store: Layer.Layer<ROut | RunStore, E, R>): Layer.Layer<ROut | RunStore, E, R | Commits> =>
   Layer.effect(
     RunStore,
     Effect.gen(function*() {
@@ -86,7 +84,7 @@ const recorded = <E, R>(store: Layer.Layer<RunStore, E, R>): Layer.Layer<RunStor
         }
       })
     })
-  ).pipe(Layer.provide(store))
+  ).pipe(Layer.provideMerge(store))
 
 /** Everything a test's workers and the test itself use. */
 export type Env = Runner.Runner | RunStore | WorkQueue | GraphRegistry | CircuitBreakers | Commits | Probe
@@ -101,11 +99,11 @@ export const envLayer = <E, R>(
   ) as Layer.Layer<Env, E, Exclude<R, Commits | Probe>>
 
 /** The in-memory queue over the in-memory store. */
-export const memoryBackend = WorkQueueMemory.layer.pipe(Layer.provideMerge(recorded(RunStoreMemory.layer())))
+export const memoryBackend = recorded(MemoryStore.layer())
 
 /** The SQL queue and store on a database. */
 export const sqlBackend = <E, R>(database: Layer.Layer<SqlClient.SqlClient, E, R>) =>
-  WorkQueueSql.layer.pipe(Layer.provideMerge(recorded(RunStoreSql.layer())), Layer.provide(database))
+  recorded(SqlStore.layer()).pipe(Layer.provide(database))
 
 /** Which clock a suite runs on: the `TestClock` (moved by the test) or the real one. */
 export interface Clocked {

@@ -1,20 +1,21 @@
 /**
- * The SQL `WorkQueue`, beside the SQL `RunStore` on the same database. A claim is one statement:
- * it picks a job with `FOR UPDATE SKIP LOCKED` (fairly across tenants, then by priority), bumps
- * its run's claim epoch and leases the job under that epoch. Wake-ups use `LISTEN/NOTIFY`.
- * A lapsed lease is taken over before newer work of its tenant and without using an attempt.
- * Every call is uninterruptible, like the SQL `RunStore`'s (an interrupt's cancel can hit another
- * fiber's statement); a claim retries transient failures, cancelled statements among them.
+ * The SQL `WorkQueue` driver, beside the SQL `RunStore` driver on the same `SqlClient` (the
+ * port's rules live in `WorkQueue.make`). A claim is one statement: it picks a job with
+ * `FOR UPDATE SKIP LOCKED` (fairly across tenants, a lapsed lease before the tenant's other work,
+ * then by priority), bumps its run's claim epoch and leases the job under that epoch; it retries
+ * transient failures, cancelled statements among them. Wake-ups use `LISTEN/NOTIFY`.
  */
 import { randomUUID } from "node:crypto"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
-import type { SqlError } from "@effect/sql/SqlError"
 import { Effect, Either, Layer, Option, Schema, Stream } from "effect"
-import { RunStore } from "../../services/RunStore.js"
-import { type Claim, Job, LeaseLostError, WorkQueue } from "../../services/WorkQueue.js"
+import * as RunStore from "../../services/RunStore.js"
+import * as WorkQueue from "../../services/WorkQueue.js"
+import { Job } from "../../services/WorkQueue.js"
 import { PgliteClient } from "./PgliteClient.js"
-import { isTransient, type RunRow, toRun, transientRetry } from "./RunStoreSql.js"
+import * as RunStoreSql from "./RunStoreSql.js"
+import { type RunRow, toRun } from "./RunStoreSql.js"
+import * as SqlErrors from "./SqlErrors.js"
 
 /** The notification channel that announces claimable work. */
 export const channel = "fibergraph_jobs"
@@ -57,270 +58,175 @@ const toJob = (row: JobRow): Job =>
     updatedAt: Number(row.updated_at)
   })
 
-/** `f`, with every call uninterruptible. */
-const uninterruptible = <Args extends ReadonlyArray<unknown>, A, E, R>(f: (...args: Args) => Effect.Effect<A, E, R>) =>
-(...args: Args) => Effect.uninterruptible(f(...args))
-
 const parse = (v: unknown) => typeof v === "string" ? JSON.parse(v) as unknown : v
 
-/** Builds the queue over the `SqlClient` and `RunStore` in context (both on the migrated database). */
-export const make = Effect.gen(function*() {
-  const sql = yield* SqlClient.SqlClient
-  const store = yield* RunStore
-  const pg = yield* Effect.serviceOption(PgClient.PgClient)
-  const pglite = yield* Effect.serviceOption(PgliteClient)
+const columns = {
+  status: "status",
+  availableAt: "available_at",
+  attempts: "attempts",
+  leaseUntil: "lease_until",
+  claimedBy: "claimed_by",
+  lastError: "last_error",
+  updatedAt: "updated_at"
+} as const satisfies Record<keyof WorkQueue.JobPatch, string>
 
-  const orDie = <A, E, R>(effect: Effect.Effect<A, E | SqlError, R>, what: string) =>
-    effect.pipe(
-      Effect.catchIf(
-        (e): e is Extract<E | SqlError, SqlError> => (e as { _tag?: string })._tag === "SqlError",
-        (e) => Effect.die(new Error(`WorkQueue.${what}: ${(e as SqlError).message}`, { cause: e }))
-      )
-    ) as Effect.Effect<A, Exclude<E, SqlError>, R>
+/** LISTEN for wake-ups through the client that can (server or embedded); none otherwise. */
+export const listenerOf = (
+  client: { readonly listen?: unknown } | undefined
+): ((channel: string) => Stream.Stream<string, unknown>) | undefined =>
+  client !== undefined && typeof client.listen === "function"
+    ? (client.listen as (channel: string) => Stream.Stream<string, unknown>).bind(client)
+    : undefined
+
+/**
+ * The driver over `sql`, with `runs` the run store on the same client and `listen` the client's
+ * LISTEN (wake-ups are `Stream.never` without one).
+ */
+export const driver = (
+  sql: SqlClient.SqlClient,
+  runs: RunStore.RunStore["Type"],
+  listen?: (channel: string) => Stream.Stream<string, unknown>
+): WorkQueue.Driver => {
+  const orDie = (what: string) => SqlErrors.orDie(`WorkQueue.${what}`)
 
   /** A non-empty payload: node-postgres drops notifications whose payload is empty. */
   const notify = sql`SELECT pg_notify(${channel}, 'job')`
 
-  const newJobId = () => `job_${randomUUID()}`
-
-  const insertJob = (runId: string, tenant: string, now: number, options: {
-    readonly availableAt?: number | undefined
-    readonly priority?: number | undefined
-    readonly maxAttempts?: number | undefined
-  }) =>
-    Effect.flatMap(
+  const insertJob: WorkQueue.Driver["insertJob"] = (job) =>
+    Effect.map(
       sql<JobRow>`
         INSERT INTO fibergraph.jobs (job_id, run_id, tenant, priority, status, available_at, max_attempts, created_at, updated_at)
-        VALUES (${newJobId()}, ${runId}, ${tenant}, ${options.priority ?? 0}, 'queued',
-                ${options.availableAt ?? now}, ${options.maxAttempts ?? 10}, ${now}, ${now})
+        VALUES (${`job_${randomUUID()}`}, ${job.runId}, ${job.tenant}, ${job.priority}, 'queued',
+                ${job.availableAt}, ${job.maxAttempts}, ${job.now}, ${job.now})
         RETURNING *`,
-      ([row]) => Effect.zipRight(notify, Effect.succeed(toJob(row!)))
-    )
-
-  const firstJob = (runId: string) =>
-    Effect.map(
-      sql<JobRow>`SELECT * FROM fibergraph.jobs WHERE run_id = ${runId} ORDER BY created_at, seq LIMIT 1`,
       ([row]) => toJob(row!)
-    )
+    ).pipe(orDie("insertJob"))
 
-  const byKey = (tenant: string, key: string) =>
-    sql<{ readonly run_id: string }>`
-      SELECT run_id FROM fibergraph.runs WHERE tenant = ${tenant} AND idempotency_key = ${key}`
-
-  const submit: WorkQueue["Type"]["submit"] = (run, events, checkpoint, options = {}) =>
-    orDie(
-      sql.withTransaction(Effect.gen(function*() {
-        if (options.idempotencyKey !== undefined) {
-          const [existing] = yield* byKey(run.tenant, options.idempotencyKey)
-          if (existing !== undefined) {
-            const stored = yield* Effect.orDie(store.get(existing.run_id))
-            return { run: stored, job: yield* firstJob(existing.run_id), created: false }
-          }
-        }
-        const created = yield* store.create(run, events, checkpoint)
-        if (!created.created) return { run: created.run, job: yield* firstJob(run.runId), created: false }
-        if (options.idempotencyKey !== undefined) {
-          yield* sql`UPDATE fibergraph.runs SET idempotency_key = ${options.idempotencyKey} WHERE run_id = ${run.runId}`
-        }
-        const job = yield* insertJob(run.runId, run.tenant, run.createdAt, options)
-        return { run: created.run, job, created: true }
-      })),
-      "submit"
-    )
-
-  const enqueue: WorkQueue["Type"]["enqueue"] = (runId, { availableAt, now, priority }) =>
-    orDie(
-      Effect.flatMap(
-        sql<{ readonly tenant: string }>`SELECT tenant FROM fibergraph.runs WHERE run_id = ${runId}`,
-        ([row]) =>
-          row === undefined
-            ? Effect.die(new Error(`WorkQueue.enqueue: run ${runId} does not exist`))
-            : insertJob(runId, row.tenant, now, { availableAt, priority })
+  const claim: WorkQueue.Driver["claim"] = (workerId, { leaseMillis, now }) =>
+    Effect.map(
+      sql<{ readonly job: unknown; readonly run: unknown }>`
+        WITH candidate AS (
+          SELECT j.job_id, j.run_id, j.tenant
+          FROM fibergraph.jobs j
+          WHERE ((j.status = 'queued' AND j.available_at <= ${now}) OR (j.status = 'claimed' AND j.lease_until < ${now}))
+            AND NOT EXISTS (
+              SELECT 1 FROM fibergraph.jobs o
+              WHERE o.run_id = j.run_id AND o.job_id <> j.job_id AND o.status = 'claimed' AND o.lease_until >= ${now}
+            )
+          ORDER BY
+            (SELECT count(*) FROM fibergraph.jobs t
+             WHERE t.tenant = j.tenant AND t.status = 'claimed' AND t.lease_until >= ${now}),
+            (SELECT last_claim FROM fibergraph.tenant_claims tc WHERE tc.tenant = j.tenant) NULLS FIRST,
+            (j.status = 'claimed') DESC,
+            j.priority DESC, j.available_at, j.created_at, j.seq
+          LIMIT 1
+          FOR UPDATE OF j SKIP LOCKED
+        ), run AS (
+          UPDATE fibergraph.runs r SET claim_epoch = r.claim_epoch + 1
+          FROM candidate c WHERE r.run_id = c.run_id
+          RETURNING r.*
+        ), job AS (
+          UPDATE fibergraph.jobs j
+          SET status = 'claimed', claimed_by = ${workerId}, lease_until = ${now + leaseMillis},
+              attempts = CASE WHEN j.status = 'queued' THEN j.attempts + 1 ELSE j.attempts END,
+              claim_epoch = run.claim_epoch, updated_at = ${now}
+          FROM candidate c, run WHERE j.job_id = c.job_id
+          RETURNING j.*
+        ), turn AS (
+          INSERT INTO fibergraph.tenant_claims (tenant, last_claim)
+          SELECT c.tenant, nextval('fibergraph.claim_seq') FROM candidate c
+          ON CONFLICT (tenant) DO UPDATE SET last_claim = excluded.last_claim
+        )
+        SELECT row_to_json(job.*) AS job, row_to_json(run.*) AS run FROM job, run`.pipe(
+        Effect.retry({ schedule: SqlErrors.transientRetry, while: SqlErrors.isTransient })
       ),
-      "enqueue"
-    )
+      ([row]) =>
+        row === undefined
+          ? undefined
+          : { job: toJob(parse(row.job) as JobRow), run: Either.getOrThrow(toRun(parse(row.run) as RunRow)) }
+    ).pipe(orDie("claim"))
 
-  const claim: WorkQueue["Type"]["claim"] = (workerId, { leaseMillis, now }) =>
-    orDie(
+  const update: WorkQueue.Driver["update"] = (c, patch, { live, now }) => {
+    const set: Record<string, unknown> = {}
+    for (const [field, value] of Object.entries(patch)) set[columns[field as keyof WorkQueue.JobPatch]] = value
+    return Effect.map(
+      sql<JobRow>`
+        UPDATE fibergraph.jobs SET ${sql.update(set)}
+        WHERE job_id = ${c.job.jobId} AND status = 'claimed' AND claim_epoch = ${c.epoch}
+          AND EXISTS (SELECT 1 FROM fibergraph.runs WHERE run_id = ${c.job.runId} AND claim_epoch = ${c.epoch})
+          AND (NOT ${live}::boolean OR lease_until >= ${now})
+        RETURNING *`,
+      ([row]) => row === undefined ? undefined : toJob(row)
+    ).pipe(orDie("update"))
+  }
+
+  return {
+    runs,
+    atomically: (effect) => orDie("submit")(sql.withTransaction(effect)),
+    runByKey: (tenant, key) =>
       Effect.map(
-        sql<{ readonly job: unknown; readonly run: unknown }>`
-          WITH candidate AS (
-            SELECT j.job_id, j.run_id, j.tenant
-            FROM fibergraph.jobs j
-            WHERE ((j.status = 'queued' AND j.available_at <= ${now}) OR (j.status = 'claimed' AND j.lease_until < ${now}))
-              AND NOT EXISTS (
-                SELECT 1 FROM fibergraph.jobs o
-                WHERE o.run_id = j.run_id AND o.job_id <> j.job_id AND o.status = 'claimed' AND o.lease_until >= ${now}
-              )
-            ORDER BY
-              (SELECT count(*) FROM fibergraph.jobs t
-               WHERE t.tenant = j.tenant AND t.status = 'claimed' AND t.lease_until >= ${now}),
-              (SELECT last_claim FROM fibergraph.tenant_claims tc WHERE tc.tenant = j.tenant) NULLS FIRST,
-              (j.status = 'claimed') DESC,
-              j.priority DESC, j.available_at, j.created_at, j.seq
-            LIMIT 1
-            FOR UPDATE OF j SKIP LOCKED
-          ), run AS (
-            UPDATE fibergraph.runs r SET claim_epoch = r.claim_epoch + 1
-            FROM candidate c WHERE r.run_id = c.run_id
-            RETURNING r.*
-          ), job AS (
-            UPDATE fibergraph.jobs j
-            SET status = 'claimed', claimed_by = ${workerId}, lease_until = ${now + leaseMillis},
-                attempts = CASE WHEN j.status = 'queued' THEN j.attempts + 1 ELSE j.attempts END,
-                claim_epoch = run.claim_epoch, updated_at = ${now}
-            FROM candidate c, run WHERE j.job_id = c.job_id
-            RETURNING j.*
-          ), turn AS (
-            INSERT INTO fibergraph.tenant_claims (tenant, last_claim)
-            SELECT c.tenant, nextval('fibergraph.claim_seq') FROM candidate c
-            ON CONFLICT (tenant) DO UPDATE SET last_claim = excluded.last_claim
-          )
-          SELECT row_to_json(job.*) AS job, row_to_json(run.*) AS run FROM job, run`.pipe(
-          Effect.retry({ schedule: transientRetry, while: isTransient })
-        ),
-        ([row]): Option.Option<Claim> => {
-          if (row === undefined) return Option.none()
-          const job = toJob(parse(row.job) as JobRow)
-          const run = Either.getOrThrow(toRun(parse(row.run) as RunRow))
-          return Option.some({ job, run, epoch: run.claimEpoch, leaseUntil: job.leaseUntil ?? now + leaseMillis })
-        }
-      ),
-      "claim"
-    )
-
-  const lost = (c: Claim, detail: string) =>
-    new LeaseLostError({ jobId: c.job.jobId, runId: c.job.runId, epoch: c.epoch, detail })
-
-  /** Why a claim-guarded update touched nothing. */
-  const why = (c: Claim, now: number) =>
-    Effect.flatMap(
-      sql<JobRow>`SELECT * FROM fibergraph.jobs WHERE job_id = ${c.job.jobId}`,
-      ([row]) => {
-        if (row === undefined) return Effect.fail(lost(c, "the job no longer exists"))
-        const job = toJob(row)
-        if (job.claimEpoch !== c.epoch) {
-          return Effect.fail(lost(c, `the job was claimed again (epoch ${job.claimEpoch}, by ${job.claimedBy})`))
-        }
-        if (job.status !== "claimed") return Effect.fail(lost(c, `the job is ${job.status}`))
-        if (job.leaseUntil !== null && job.leaseUntil < now) {
-          return Effect.fail(lost(c, `the lease expired at ${new Date(job.leaseUntil).toISOString()}`))
-        }
-        return Effect.fail(lost(c, "the run was claimed by another owner"))
-      }
-    )
-
-  const guarded = <A>(
-    c: Claim,
-    now: number,
-    what: string,
-    statement: Effect.Effect<ReadonlyArray<A>, SqlError>
-  ) =>
-    orDie(
-      Effect.flatMap(statement, (rows) => rows.length === 0 ? why(c, now) : Effect.succeed(rows[0]!)),
-      what
-    )
-
-  const owned = (c: Claim) =>
-    sql`job_id = ${c.job.jobId} AND status = 'claimed' AND claim_epoch = ${c.epoch}
-        AND EXISTS (SELECT 1 FROM fibergraph.runs WHERE run_id = ${c.job.runId} AND claim_epoch = ${c.epoch})`
-
-  return WorkQueue.of({
-    submit: uninterruptible(submit),
-    enqueue: uninterruptible(enqueue),
-    claim: uninterruptible(claim),
-    heartbeat: uninterruptible((c, { leaseMillis, now }) =>
+        sql<{ readonly run_id: string }>`
+          SELECT run_id FROM fibergraph.runs WHERE tenant = ${tenant} AND idempotency_key = ${key}`,
+        ([row]) => row?.run_id
+      ).pipe(orDie("submit")),
+    setKey: (runId, _tenant, key) =>
+      Effect.asVoid(sql`UPDATE fibergraph.runs SET idempotency_key = ${key} WHERE run_id = ${runId}`).pipe(orDie("submit")),
+    insertJob,
+    firstJob: (runId) =>
       Effect.map(
-        guarded(
-          c,
-          now,
-          "heartbeat",
-          sql<{ readonly lease_until: number | string }>`
-            UPDATE fibergraph.jobs SET lease_until = ${now + leaseMillis}, updated_at = ${now}
-            WHERE ${owned(c)} AND lease_until >= ${now}
-            RETURNING lease_until`
-        ),
-        (row) => Number(row.lease_until)
-      )),
-    complete: uninterruptible((c, { now }) =>
-      Effect.asVoid(guarded(
-        c,
-        now,
-        "complete",
-        sql`UPDATE fibergraph.jobs SET status = 'done', lease_until = NULL, updated_at = ${now}
-            WHERE ${owned(c)} RETURNING job_id`
-      ))),
-    release: uninterruptible((c, { now }) =>
-      Effect.asVoid(guarded(
-        c,
-        now,
-        "release",
-        sql`UPDATE fibergraph.jobs SET status = 'queued', lease_until = NULL, claimed_by = NULL,
-              available_at = ${now}, attempts = greatest(attempts - 1, 0), updated_at = ${now}
-            WHERE ${owned(c)} RETURNING job_id`
-      ).pipe(Effect.zipLeft(orDie(notify, "release"))))),
-    retryLater: uninterruptible((c, { delayMillis, error, now }) =>
+        sql<JobRow>`SELECT * FROM fibergraph.jobs WHERE run_id = ${runId} ORDER BY created_at, seq LIMIT 1`,
+        ([row]) => row === undefined ? undefined : toJob(row)
+      ).pipe(orDie("submit")),
+    claim,
+    update,
+    get: (jobId) =>
       Effect.map(
-        guarded(
-          c,
-          now,
-          "retryLater",
-          sql<JobRow>`
-            UPDATE fibergraph.jobs
-            SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
-                available_at = ${now + delayMillis}, lease_until = NULL, claimed_by = NULL,
-                last_error = ${error}, updated_at = ${now}
-            WHERE ${owned(c)} RETURNING *`
-        ),
-        toJob
-      )),
-    deadLetter: uninterruptible((c, { error, now }) =>
-      Effect.asVoid(guarded(
-        c,
-        now,
-        "deadLetter",
-        sql`UPDATE fibergraph.jobs SET status = 'dead', lease_until = NULL, last_error = ${error}, updated_at = ${now}
-            WHERE ${owned(c)} RETURNING job_id`
-      ))),
-    get: uninterruptible((jobId) =>
-      orDie(
-        Effect.map(sql<JobRow>`SELECT * FROM fibergraph.jobs WHERE job_id = ${jobId}`, ([row]) =>
-          row === undefined ? Option.none() : Option.some(toJob(row))),
-        "get"
-      )),
-    jobsOf: uninterruptible((runId) =>
-      orDie(
-        Effect.map(
-          sql<JobRow>`SELECT * FROM fibergraph.jobs WHERE run_id = ${runId} ORDER BY created_at, seq`,
-          (rows) => rows.map(toJob)
-        ),
-        "jobsOf"
-      )),
-    depth: uninterruptible((now) =>
-      orDie(
-        Effect.map(
-          sql<{ readonly queued: string; readonly ready: string; readonly claimed: string; readonly dead: string }>`
-            SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
-                   count(*) FILTER (WHERE status = 'queued' AND available_at <= ${now}) AS ready,
-                   count(*) FILTER (WHERE status = 'claimed') AS claimed,
-                   count(*) FILTER (WHERE status = 'dead') AS dead
-            FROM fibergraph.jobs`,
-          ([row]) => ({
-            queued: Number(row!.queued),
-            ready: Number(row!.ready),
-            claimed: Number(row!.claimed),
-            dead: Number(row!.dead)
-          })
-        ),
-        "depth"
-      )),
-    wakeups: Option.isSome(pg)
-      ? Stream.map(Stream.orDie(pg.value.listen(channel)), () => undefined)
-      : Option.isSome(pglite)
-      ? Stream.map(Stream.orDie(pglite.value.listen(channel)), () => undefined)
-      : Stream.never
-  })
+        sql<JobRow>`SELECT * FROM fibergraph.jobs WHERE job_id = ${jobId}`,
+        ([row]) => row === undefined ? undefined : toJob(row)
+      ).pipe(orDie("get")),
+    jobsOf: (runId) =>
+      Effect.map(
+        sql<JobRow>`SELECT * FROM fibergraph.jobs WHERE run_id = ${runId} ORDER BY created_at, seq`,
+        (rows) => rows.map(toJob)
+      ).pipe(orDie("jobsOf")),
+    depth: (now) =>
+      Effect.map(
+        sql<{ readonly queued: string; readonly ready: string; readonly claimed: string; readonly dead: string }>`
+          SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
+                 count(*) FILTER (WHERE status = 'queued' AND available_at <= ${now}) AS ready,
+                 count(*) FILTER (WHERE status = 'claimed') AS claimed,
+                 count(*) FILTER (WHERE status = 'dead') AS dead
+          FROM fibergraph.jobs`,
+        ([row]) => ({
+          queued: Number(row!.queued),
+          ready: Number(row!.ready),
+          claimed: Number(row!.claimed),
+          dead: Number(row!.dead)
+        })
+      ).pipe(orDie("depth")),
+    notify: Effect.asVoid(notify).pipe(orDie("notify")),
+    wakeups: listen === undefined ? Stream.never : Stream.map(Stream.orDie(listen(channel)), () => undefined)
+  }
+}
+
+/** The `PgClient` or `PgliteClient` in context, whichever can LISTEN. */
+export const listener = Effect.map(
+  Effect.all([Effect.serviceOption(PgClient.PgClient), Effect.serviceOption(PgliteClient)]),
+  ([pg, pglite]) => listenerOf(Option.getOrUndefined(pg) ?? Option.getOrUndefined(pglite))
+)
+
+/**
+ * Builds the queue over the `SqlClient` in context (migrated), with its own SQL run store on the
+ * same client and LISTEN wake-ups when the client is a `PgClient` or `PgliteClient`.
+ */
+export const make: Effect.Effect<WorkQueue.WorkQueue["Type"], never, SqlClient.SqlClient> = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const runs = RunStore.make(RunStoreSql.driver(sql))
+  return WorkQueue.make(driver(sql, runs, yield* listener))
 })
 
-/** The SQL queue as a layer (beside `RunStoreSql.layer` on the same `SqlClient`). */
-export const layer: Layer.Layer<WorkQueue, never, SqlClient.SqlClient | RunStore> = Layer.effect(WorkQueue, make)
+/** The SQL queue as a layer over the `SqlClient` in context (a queue needs its own backend's runs). */
+export const layer: Layer.Layer<WorkQueue.WorkQueue, never, SqlClient.SqlClient> = Layer.effect(
+  WorkQueue.WorkQueue,
+  make
+)
