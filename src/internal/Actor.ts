@@ -15,6 +15,7 @@ import { type Cursor, unguarded, type Writer } from "./Commit.js"
 import * as Control from "./Control.js"
 import { drive, type DriveError, type Settled } from "./Drive.js"
 import type { RunEvents } from "./RunEvents.js"
+import { spanned } from "./Tracing.js"
 import type { Env, Position } from "./Position.js"
 
 /** A message that reached an actor as it stopped: the sender tries again without it. */
@@ -291,13 +292,11 @@ export const spawn = <R>(actors: Actors, events: RunEvents, graph: CompiledGraph
         actors.stopped.set(runId, { message: squashed instanceof Error ? squashed.message : String(squashed), claimLost: false })
         return Effect.logError(`run ${runId}: actor failed`, cause)
       }),
-      Effect.withSpan("fibergraph.run", {
-        attributes: {
-          "fibergraph.run_id": runId,
-          "fibergraph.graph_id": graph.id,
-          "fibergraph.graph_version": graph.version,
-          "fibergraph.epoch": writer.epoch
-        }
+      spanned("fibergraph.run", {
+        "fibergraph.run_id": runId,
+        "fibergraph.graph_id": graph.id,
+        "fibergraph.graph_version": graph.version,
+        "fibergraph.epoch": writer.epoch
       }),
       Effect.provide(context)
     ) as Effect.Effect<void>

@@ -10,6 +10,7 @@ import {
   StaleClaimError
 } from "../Errors.js"
 import type { RunEvent } from "../Events.js"
+import { annotate, spanned } from "../internal/Tracing.js"
 import type { Checkpoint, RunRecord, RunStatus, Usage } from "../Run.js"
 
 export {
@@ -162,9 +163,9 @@ export const make = (driver: Driver): RunStore["Type"] => {
   const found = <A, E>(runId: string, effect: Effect.Effect<A | undefined, E>) =>
     Effect.flatMap(effect, (a) => a === undefined ? Effect.fail(new RunNotFoundError({ runId })) : Effect.succeed(a))
 
-  const annotateRun = (runId: string) => Effect.annotateCurrentSpan("fibergraph.run_id", runId)
+  const annotateRun = (runId: string) => annotate("fibergraph.run_id", runId)
 
-  const create = Effect.fn("RunStore.create")(
+  const create = Effect.fnUntraced(
     function*(run: RunRecord, events: ReadonlyArray<RunEvent>, checkpoint: Checkpoint) {
       yield* annotateRun(run.runId)
       const inserted = yield* dieCorrupt(driver.insert(run, events, checkpoint))
@@ -172,25 +173,28 @@ export const make = (driver: Driver): RunStore["Type"] => {
       const existing = yield* Effect.orDie(found(run.runId, driver.get(run.runId)))
       return { run: existing, created: false }
     },
-    Effect.uninterruptible
+    Effect.uninterruptible,
+    spanned("RunStore.create")
   )
 
-  const get = Effect.fn("RunStore.get")(
+  const get = Effect.fnUntraced(
     function*(runId: string) {
       yield* annotateRun(runId)
       return yield* found(runId, dieCorrupt(driver.get(runId)))
     },
-    Effect.uninterruptible
+    Effect.uninterruptible,
+    spanned("RunStore.get")
   )
 
-  const acquire = Effect.fn("RunStore.acquire")(
+  const acquire = Effect.fnUntraced(
     function*(runId: string) {
       yield* annotateRun(runId)
       const run = yield* found(runId, dieCorrupt(driver.acquire(runId)))
-      yield* Effect.annotateCurrentSpan("fibergraph.epoch", run.claimEpoch)
+      yield* annotate("fibergraph.epoch", run.claimEpoch)
       return run
     },
-    Effect.uninterruptible
+    Effect.uninterruptible,
+    spanned("RunStore.acquire")
   )
 
   /** Why the fence refused a commit, from the run as it is now. */
@@ -211,9 +215,9 @@ export const make = (driver: Driver): RunStore["Type"] => {
           : Effect.fail(new EventSequenceConflictError({ runId: c.runId, seq: first ?? 0, lastSeq: run.lastSeq }))
     )
 
-  const commit = Effect.fn("RunStore.commit")(
+  const commit = Effect.fnUntraced(
     function*(c: StepCommit) {
-      yield* Effect.annotateCurrentSpan({
+      yield* annotate({
         "fibergraph.run_id": c.runId,
         "fibergraph.step": c.step,
         "fibergraph.epoch": c.epoch,
@@ -228,10 +232,11 @@ export const make = (driver: Driver): RunStore["Type"] => {
       const written = yield* driver.commit(c)
       return written ?? (yield* refused(c, first))
     },
-    Effect.uninterruptible
+    Effect.uninterruptible,
+    spanned("RunStore.commit")
   )
 
-  const events = Effect.fn("RunStore.events")(
+  const events = Effect.fnUntraced(
     function*(runId: string, afterSeq: number) {
       yield* annotateRun(runId)
       const log = yield* found(runId, driver.events(runId, afterSeq))
@@ -254,26 +259,29 @@ export const make = (driver: Driver): RunStore["Type"] => {
       }
       return log.events
     },
-    Effect.uninterruptible
+    Effect.uninterruptible,
+    spanned("RunStore.events")
   )
 
-  const latestCheckpoint = Effect.fn("RunStore.latestCheckpoint")(
+  const latestCheckpoint = Effect.fnUntraced(
     function*(runId: string) {
       yield* annotateRun(runId)
       return yield* found(runId, driver.latestCheckpoint(runId))
     },
-    Effect.uninterruptible
+    Effect.uninterruptible,
+    spanned("RunStore.latestCheckpoint")
   )
 
-  const checkpoints = Effect.fn("RunStore.checkpoints")(
+  const checkpoints = Effect.fnUntraced(
     function*(runId: string) {
       yield* annotateRun(runId)
       return yield* found(runId, dieCorrupt(driver.checkpoints(runId)))
     },
-    Effect.uninterruptible
+    Effect.uninterruptible,
+    spanned("RunStore.checkpoints")
   )
 
-  const list = Effect.fn("RunStore.list")(
+  const list = Effect.fnUntraced(
     function*(filter: RunFilter) {
       const status = filter.status === undefined
         ? undefined
@@ -283,12 +291,13 @@ export const make = (driver: Driver): RunStore["Type"] => {
       const { status: _, ...rest } = filter
       return yield* dieCorrupt(driver.list(status === undefined ? rest : { ...rest, status }))
     },
-    Effect.uninterruptible
+    Effect.uninterruptible,
+    spanned("RunStore.list")
   )
 
-  const fork = Effect.fn("RunStore.fork")(
+  const fork = Effect.fnUntraced(
     function*(runId: string, options: { readonly newRunId: string; readonly atSeq?: number; readonly at: number }) {
-      yield* Effect.annotateCurrentSpan({ "fibergraph.run_id": runId, "fibergraph.fork_run_id": options.newRunId })
+      yield* annotate({ "fibergraph.run_id": runId, "fibergraph.fork_run_id": options.newRunId })
       const { at, atSeq, newRunId } = options
       const corrupt = (detail: string) => new EventLogCorruptionError({ runId, detail })
       return yield* driver.atomically(Effect.gen(function*() {
@@ -323,10 +332,11 @@ export const make = (driver: Driver): RunStore["Type"] => {
         return inserted ?? (yield* Effect.orDie(found(newRunId, driver.get(newRunId))))
       }))
     },
-    Effect.uninterruptible
+    Effect.uninterruptible,
+    spanned("RunStore.fork")
   )
 
-  const compact = Effect.fn("RunStore.compact")(
+  const compact = Effect.fnUntraced(
     function*(runId: string, beforeSeq: number) {
       yield* annotateRun(runId)
       return yield* driver.atomically(Effect.gen(function*() {
@@ -336,7 +346,8 @@ export const make = (driver: Driver): RunStore["Type"] => {
         return upTo < log.firstSeq ? 0 : yield* driver.dropEvents(runId, upTo)
       }))
     },
-    Effect.uninterruptible
+    Effect.uninterruptible,
+    spanned("RunStore.compact")
   )
 
   return RunStore.of({ create, get, acquire, commit, events, latestCheckpoint, checkpoints, list, fork, compact })
