@@ -6,8 +6,7 @@ import { Effect, Either, ParseResult, Schema } from "effect"
 import { EventLogCorruptionError, formatParseError, InputValidationError } from "../Errors.js"
 import type { CompiledGraph } from "../Graph.js"
 import type { Checkpoint, FrontierEntry } from "../services/RunStore.js"
-import type { Entry, Position } from "./Step.js"
-import { entryKey } from "./Step.js"
+import { type Entry, entryKey, type Position } from "./Position.js"
 
 interface Codecs {
   readonly encodeState: (state: Record<string, unknown>) => unknown

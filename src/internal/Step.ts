@@ -24,21 +24,6 @@ import {
 } from "./Position.js"
 import { byOrder, route, startFrontier } from "./Routing.js"
 
-// Transition: names that used to live here, until their importers switch to the owning module.
-export { SpendTracker } from "./Budget.js"
-export {
-  type Draft,
-  type Entry,
-  type Env,
-  entryKey,
-  type FailureInfo,
-  nextPosition,
-  type Position,
-  type Stamp,
-  type StepOutcome
-} from "./Position.js"
-export { startFrontier } from "./Routing.js"
-
 const nativeTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
 /**
