@@ -139,6 +139,37 @@ export class RoutingError extends Schema.TaggedError<RoutingError>()("RoutingErr
   }
 }
 
+/** Where user code outside a node runs: a route, a fan-out's items, a reducer, a subgraph's output mapping, a migration, a START route. */
+export const UserFunction = Schema.Literal("route", "fanOut", "reducer", "output", "migrateFrom", "start")
+/** Where user code outside a node runs. */
+export type UserFunction = typeof UserFunction.Type
+
+/** User code outside a node (a route, a fan-out's items, a reducer, an output mapping, a migration) threw; the run fails with it. */
+export class UserCodeError extends Schema.TaggedError<UserCodeError>()("UserCodeError", {
+  graphId: Schema.String,
+  node: Schema.String,
+  function: UserFunction,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `graph "${this.graphId}", node "${this.node}": its ${describeFunction[this.function]} threw: ${this.detail}; ` +
+      `fix that function so it returns instead of throwing (do fallible work inside a node)`
+  }
+}
+
+const describeFunction: Record<UserFunction, string> = {
+  route: "route function (.route)",
+  fanOut: "fan-out item function",
+  reducer: "state reducer",
+  output: "subgraph output mapping",
+  migrateFrom: "migrateFrom function",
+  start: "START route"
+}
+
+/** The message of a thrown value, for an error's detail. */
+export const thrownMessage = (cause: unknown): string =>
+  cause instanceof Error ? `${cause.name}: ${cause.message}` : typeof cause === "string" ? cause : String(cause)
+
 /** A node attempt exceeded its timeout. */
 export class NodeTimeoutError extends Schema.TaggedError<NodeTimeoutError>()("NodeTimeoutError", {
   node: Schema.String,

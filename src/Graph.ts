@@ -13,7 +13,9 @@ import {
   NoPathToEnd,
   UnknownFanOutTarget,
   UnknownNode,
-  UnreachableNode
+  UnreachableNode,
+  UserCodeError,
+  thrownMessage
 } from "./Errors.js"
 import type { Spending, NodeContext, NodePolicy, NodeResult } from "./Node.js"
 import type { Channels, StateDef, StateOf } from "./State.js"
@@ -178,9 +180,21 @@ export class Builder<C extends Channels, N extends string = never, E = never, R 
     migrate: (old: O) => StateOf<C>
   ): Builder<C, N, E, R> {
     const decode = Schema.decodeUnknown(from)
+    const graphId = this.def.id
     const migration: Migration = {
       fromVersion: String(fromVersion),
-      migrate: (state) => Effect.map(decode(state), migrate)
+      migrate: (state) =>
+        Effect.flatMap(decode(state), (old) =>
+          Effect.try({
+            try: () => migrate(old),
+            catch: (cause) =>
+              new UserCodeError({
+                graphId,
+                node: `<migrateFrom ${String(fromVersion)}>`,
+                function: "migrateFrom",
+                detail: thrownMessage(cause)
+              })
+          }))
     }
     return new Builder({ ...this.def, migrations: [...this.def.migrations, migration] })
   }

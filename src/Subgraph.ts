@@ -4,7 +4,7 @@
  * parent run's remaining budget, and its node events recorded in the parent's log as `parent/child`.
  */
 import { Effect } from "effect"
-import { MaxStepsExceededError, NodeFailedError } from "./Errors.js"
+import { MaxStepsExceededError, NodeFailedError, thrownMessage, UserCodeError } from "./Errors.js"
 import type { CompiledGraph } from "./Graph.js"
 import { runToEnd } from "./internal/Step.js"
 import { type NodeContext, NodeInterrupt } from "./Node.js"
@@ -29,17 +29,21 @@ export const node = <G extends CompiledGraph<any, any, any>, PS, I, U>(
 ) =>
 (ctx: NodeContext<PS, I>): Effect.Effect<
   U,
-  NodeFailedError | MaxStepsExceededError | NodeInterrupt,
+  NodeFailedError | MaxStepsExceededError | UserCodeError | NodeInterrupt,
   G extends CompiledGraph<any, any, infer R> ? R : never
 > =>
   Effect.suspend(() => {
     const state = State.initial(graph.state, mapping.input(ctx.state, ctx.input) as Record<string, unknown>)
     return Effect.flatMap(
       runToEnd(ctx as NodeContext<unknown, unknown>, graph, state),
-      (ended): Effect.Effect<U, NodeFailedError | MaxStepsExceededError | NodeInterrupt> => {
+      (ended): Effect.Effect<U, NodeFailedError | MaxStepsExceededError | UserCodeError | NodeInterrupt> => {
         switch (ended._tag) {
           case "Completed":
-            return Effect.succeed(mapping.output(ended.state as StateOfGraph<G>, ctx.state))
+            return Effect.try({
+              try: () => mapping.output(ended.state as StateOfGraph<G>, ctx.state),
+              catch: (cause) =>
+                new UserCodeError({ graphId: ctx.graphId, node: ctx.node, function: "output", detail: thrownMessage(cause) })
+            })
           case "Failed":
             return Effect.fail(
               new NodeFailedError({
@@ -57,5 +61,5 @@ export const node = <G extends CompiledGraph<any, any, any>, PS, I, U>(
             return Effect.fail(new MaxStepsExceededError({ runId: ctx.runId, maxSteps: ended.maxSteps }))
         }
       }
-    ) as Effect.Effect<U, NodeFailedError | MaxStepsExceededError | NodeInterrupt, never>
+    ) as Effect.Effect<U, NodeFailedError | MaxStepsExceededError | UserCodeError | NodeInterrupt, never>
   })

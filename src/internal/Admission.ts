@@ -4,7 +4,7 @@
  * submit does, in one transaction with the run's first job).
  */
 import { Clock, Duration, Effect, Random } from "effect"
-import { InputValidationError, type RoutingError, type StateValidationError } from "../Errors.js"
+import { InputValidationError, type RoutingError, type StateValidationError, type UserCodeError } from "../Errors.js"
 import type { RunEvent } from "../Events.js"
 import type { CompiledGraph } from "../Graph.js"
 import type { Checkpoint, RunConfig, RunRecord } from "../services/RunStore.js"
@@ -34,7 +34,7 @@ export interface StartOptions {
 }
 
 /** Errors of accepting a run's input. */
-export type StartError = InputValidationError | StateValidationError | RoutingError
+export type StartError = InputValidationError | StateValidationError | RoutingError | UserCodeError
 
 /** Defaults of new runs. */
 export interface Defaults {
@@ -102,7 +102,7 @@ export const prepare = (
     if (invalid !== undefined) return yield* Effect.fail(invalid)
     const state = State.initial(graph.state, input)
     const frontier = startFrontier({ graph, prefix: "" }, state)
-    if (!Array.isArray(frontier)) return yield* Effect.fail(frontier as StateValidationError | RoutingError)
+    if (!Array.isArray(frontier)) return yield* Effect.fail(frontier)
     const run: RunRecord = {
       runId,
       tenant: opts.tenant ?? "default",

@@ -46,7 +46,8 @@ const finalTags = new Set([
   "StateValidationError",
   "WritePermissionError",
   "RoutingError",
-  "BudgetExceededError"
+  "BudgetExceededError",
+  "UserCodeError"
 ])
 
 /** Whether a failure is worth another attempt when the policy has no `retryOn`: any the runtime does not mark final. */

@@ -10,7 +10,8 @@ import {
   formatParseError,
   GraphMismatchError,
   RunNotFoundError,
-  StaleClaimError
+  StaleClaimError,
+  UserCodeError
 } from "../Errors.js"
 import { isTerminal } from "../Events.js"
 import type { CompiledGraph } from "../Graph.js"
@@ -119,7 +120,11 @@ export const load = (
             graphId: graph.id,
             fromVersion,
             toVersion: graph.version,
-            detail: ParseResult.isParseError(cause) ? formatParseError(cause) : String(cause)
+            detail: ParseResult.isParseError(cause)
+              ? formatParseError(cause)
+              : cause instanceof UserCodeError
+              ? cause.message
+              : String(cause)
           })
         )
       )

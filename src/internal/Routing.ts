@@ -4,7 +4,7 @@
  * `goto` / `send`), and the checks that reject a route or a command naming an undeclared target.
  */
 import { Schema } from "effect"
-import { RoutingError, StateValidationError } from "../Errors.js"
+import { RoutingError, StateValidationError, thrownMessage, UserCodeError, type UserFunction } from "../Errors.js"
 import type { CompiledGraph, CompiledNode, FanOut, Join, Route } from "../Graph.js"
 import { END } from "../Graph.js"
 import type { Command } from "../Node.js"
@@ -36,6 +36,20 @@ export const byOrder = (graph: CompiledGraph) => (a: Entry, b: Entry) =>
 export const chosenTargets = (route: Route, state: Record<string, unknown>): ReadonlyArray<string> => {
   const chosen = route.choose(state)
   return typeof chosen === "string" ? [chosen] : chosen
+}
+
+/** Calls user code of `node` outside a node's effect; a throw becomes a `UserCodeError` naming the graph, the node and the function. */
+export const guarded = <A>(
+  env: Router,
+  node: string,
+  fn: UserFunction,
+  call: () => A
+): A | UserCodeError => {
+  try {
+    return call()
+  } catch (cause) {
+    return new UserCodeError({ graphId: env.graph.id, node: env.prefix + node, function: fn, detail: thrownMessage(cause) })
+  }
 }
 
 /** A command's first target its node did not declare in `goto`, as a routing error. */
@@ -85,15 +99,16 @@ export const passBarrier = (barriers: Record<string, ReadonlyArray<string>>, joi
 /**
  * Routes a finished step: each entry of `frontier` (in `byOrder` order) that `directed` gives a
  * command for goes where the command says; every other node goes along its edges, routes and
- * fan-outs (once per node, evaluated on `state`) and passes its join barriers.
+ * fan-outs (once per node, evaluated on `state`) and passes its join barriers. A route or
+ * fan-out function that throws is a `UserCodeError` naming the node whose edges it is.
  */
-export const route = (
+export const routeStep = (
   env: Router,
   state: Record<string, unknown>,
   frontier: ReadonlyArray<Entry>,
   directed: (entry: Entry) => Directed | undefined,
   barriers: Barriers
-): Routed | RoutingError | StateValidationError => {
+): Routed | RoutingError | StateValidationError | UserCodeError => {
   const graph = env.graph
   const plain = new Set<string>()
   const sends = new Map<string, Array<unknown>>()
@@ -114,20 +129,36 @@ export const route = (
     const routing = graph.routing.get(e.node)!
     for (const t of routing.next) target(t)
     for (const r of routing.routes) {
-      for (const t of chosenTargets(r, state)) {
+      const chosen = guarded(env, e.node, "route", () => chosenTargets(r, state))
+      if (chosen instanceof UserCodeError) return chosen
+      for (const t of chosen) {
         if (!r.targets.has(t)) {
           return new RoutingError({ graphId: graph.id, node: env.prefix + e.node, target: t, allowed: [...r.targets] })
         }
         target(t)
       }
     }
-    addFanOutItems(routing.fanOuts, state, sends)
+    const items = guarded(env, e.node, "fanOut", () => addFanOutItems(routing.fanOuts, state, sends))
+    if (items instanceof UserCodeError) return items
     for (const j of graph.joinsBySource.get(e.node) ?? []) {
       if (passBarrier(next, j, e.node)) target(j.to)
     }
   }
   const built = buildFrontier(env, plain, sends)
   return Array.isArray(built) ? { frontier: built, barriers: next } : built
+}
+
+/** `routeStep` for callers that treat throwing user code as a defect: a `UserCodeError` is thrown. */
+export const route = (
+  env: Router,
+  state: Record<string, unknown>,
+  frontier: ReadonlyArray<Entry>,
+  directed: (entry: Entry) => Directed | undefined,
+  barriers: Barriers
+): Routed | RoutingError | StateValidationError => {
+  const routed = routeStep(env, state, frontier, directed, barriers)
+  if (routed instanceof UserCodeError) throw routed
+  return routed
 }
 
 /** Builds an ordered frontier from plain targets and fan-out items, validating items against node inputs. */
@@ -169,19 +200,22 @@ export const buildFrontier = (
 export const startFrontier = (
   env: Router,
   state: Record<string, unknown>
-): Array<Entry> | StateValidationError | RoutingError => {
+): Array<Entry> | StateValidationError | RoutingError | UserCodeError => {
   const start = env.graph.start
   const plain = new Set<string>()
   const sends = new Map<string, Array<unknown>>()
   for (const t of start.next) if (t !== END) plain.add(t)
   for (const r of start.routes) {
-    for (const t of chosenTargets(r, state)) {
+    const chosen = guarded(env, "__start__", "start", () => chosenTargets(r, state))
+    if (chosen instanceof UserCodeError) return chosen
+    for (const t of chosen) {
       if (!r.targets.has(t)) {
         return new RoutingError({ graphId: env.graph.id, node: "__start__", target: t, allowed: [...r.targets] })
       }
       if (t !== END) plain.add(t)
     }
   }
-  addFanOutItems(start.fanOuts, state, sends)
+  const items = guarded(env, "__start__", "fanOut", () => addFanOutItems(start.fanOuts, state, sends))
+  if (items instanceof UserCodeError) return items
   return buildFrontier(env, plain, sends)
 }

@@ -5,7 +5,7 @@
  * `Drive.ts` commits what a step produces.
  */
 import { Context, DefaultServices, Effect, Tracer } from "effect"
-import { RoutingError, StateValidationError } from "../Errors.js"
+import { RoutingError, StateValidationError, UserCodeError } from "../Errors.js"
 import type { CompiledGraph } from "../Graph.js"
 import type { NodeContext } from "../Node.js"
 import * as State from "../State.js"
@@ -22,7 +22,7 @@ import {
   type Stamp,
   type StepOutcome
 } from "./Position.js"
-import { byOrder, route, startFrontier } from "./Routing.js"
+import { byOrder, guarded, routeStep, startFrontier } from "./Routing.js"
 
 const nativeTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
@@ -120,14 +120,19 @@ export const finishStep = (
   for (const e of ordered) {
     const key = entryKey(e.node, e.index)
     const update = done.get(key)?.update ?? pos.pending.get(key)
-    if (update !== undefined) state = State.reduce(graph.state, state, update)
+    if (update === undefined) continue
+    const reduced = guarded(env, e.node, "reducer", () => State.reduce(graph.state, state, update))
+    if (reduced instanceof UserCodeError) return failedWith(events, reduced)
+    state = reduced
   }
 
-  const routed = route(env, state, ordered, (e) => {
+  const routed = routeStep(env, state, ordered, (e) => {
     const r = done.get(entryKey(e.node, e.index))
     return r === undefined || r.goto === undefined ? undefined : { goto: r.goto, sends: r.sends }
   }, pos.barriers)
-  if (routed instanceof RoutingError || routed instanceof StateValidationError) return { _tag: "Failed", events, error: { tag: routed._tag, message: routed.message, error: routed } }
+  if (routed instanceof RoutingError || routed instanceof StateValidationError || routed instanceof UserCodeError) {
+    return failedWith(events, routed)
+  }
   return {
     _tag: "Advanced",
     events,
@@ -137,6 +142,11 @@ export const finishStep = (
     executed: [...new Set(ordered.map((e) => e.node))]
   }
 }
+
+const failedWith = (
+  events: Array<Draft>,
+  error: RoutingError | StateValidationError | UserCodeError
+): StepOutcome => ({ _tag: "Failed", events, error: { tag: error._tag, message: error.message, error } })
 
 /** How a graph run inside a node ended. */
 export type Ended =

@@ -1,0 +1,142 @@
+/**
+ * Graph semantics people rely on (issue 8): user code outside a node that throws fails the run
+ * durably with a typed error; a branch that fails for good stops its siblings; two writes to one
+ * last-value key in one step are an error; thrown exceptions in nodes are retried by the policy.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Layer, Schema } from "effect"
+import * as Graph from "../src/Graph.js"
+import * as RunStoreMemory from "../src/layers/memory/RunStoreMemory.js"
+import { Runner } from "../src/Runner.js"
+import { RunStore } from "../src/services/RunStore.js"
+import * as State from "../src/State.js"
+import * as Subgraph from "../src/Subgraph.js"
+import { ofTag, openRunner, storedEvents, withRunner } from "./util.js"
+
+const S = State.define({
+  value: State.channel(Schema.String, { initial: () => "" }),
+  items: State.list(Schema.Number),
+  max: State.channel(Schema.Number, {
+    initial: () => 0,
+    reducer: State.custom("explode", (_current: number, _update: number): number => {
+      throw new Error("reducer exploded")
+    })
+  })
+})
+
+const boom = (): never => {
+  throw new Error("user code exploded")
+}
+
+/** Runs `graph` to its end and checks the run failed durably with a UserCodeError naming `node` and `fn`. */
+const expectUserCodeFailure = (graph: Graph.CompiledGraph<any, any, any>, node: string, fn: string) =>
+  Effect.gen(function*() {
+    const runner = yield* Runner
+    const h = yield* runner.start(graph, {})
+    const result = yield* h.result
+    assert.strictEqual(result.status, "failed")
+    assert.strictEqual(result.error?.tag, "UserCodeError")
+    assert.include(result.error?.message ?? "", `node "${node}"`)
+    assert.include(result.error?.message ?? "", `graph "${graph.id}"`)
+    assert.include(result.error?.message ?? "", "exploded")
+    assert.strictEqual(result.stopped, undefined)
+    const events = yield* storedEvents(h.runId)
+    const failed = ofTag(events, "RunFailed")
+    assert.strictEqual(failed.length, 1)
+    assert.strictEqual(failed[0]!.errorTag, "UserCodeError")
+    const stored = yield* Effect.flatMap(RunStore, (store) => store.get(h.runId))
+    assert.strictEqual(stored.status, "failed")
+    assert.include(result.error?.message ?? "", fn)
+  })
+
+describe("user code outside a node that throws fails the run", () => {
+  it.effect("a throwing route", () =>
+    withRunner(Effect.gen(function*() {
+      const g = yield* Graph.make({ id: "throwing-route", state: S })
+        .node("a", {}, () => Effect.succeed({ value: "a" }))
+        .node("b", {}, () => Effect.succeed({}))
+        .edge(Graph.START, "a")
+        .route("a", () => boom(), ["b", Graph.END])
+        .edge("b", Graph.END)
+        .compile
+      yield* expectUserCodeFailure(g, "a", "route function")
+    })))
+
+  it.effect("a throwing fan-out item function", () =>
+    withRunner(Effect.gen(function*() {
+      const g = yield* Graph.make({ id: "throwing-fanout", state: S })
+        .node("a", {}, () => Effect.succeed({ value: "a" }))
+        .node("b", {}, () => Effect.succeed({}))
+        .edge(Graph.START, "a")
+        .fanOut("a", "b", () => boom())
+        .edge("b", Graph.END)
+        .compile
+      yield* expectUserCodeFailure(g, "a", "fan-out item function")
+    })))
+
+  it.effect("a throwing reducer", () =>
+    withRunner(Effect.gen(function*() {
+      const g = yield* Graph.make({ id: "throwing-reducer", state: S })
+        .node("a", {}, () => Effect.succeed({ max: 1 }))
+        .edge(Graph.START, "a")
+        .edge("a", Graph.END)
+        .compile
+      yield* expectUserCodeFailure(g, "a", "reducer")
+    })))
+
+  it.effect("a throwing subgraph output mapping", () =>
+    withRunner(Effect.gen(function*() {
+      const child = yield* Graph.make({ id: "child", state: S })
+        .node("inner", {}, () => Effect.succeed({ value: "inner" }))
+        .edge(Graph.START, "inner")
+        .edge("inner", Graph.END)
+        .compile
+      const g = yield* Graph.make({ id: "throwing-output", state: S })
+        .node("sub", {}, Subgraph.node(child, { input: () => ({}), output: () => boom() }))
+        .edge(Graph.START, "sub")
+        .edge("sub", Graph.END)
+        .compile
+      yield* expectUserCodeFailure(g, "sub", "output mapping")
+    })))
+
+  it.effect("a throwing START route fails start with a typed error", () =>
+    withRunner(Effect.gen(function*() {
+      const g = yield* Graph.make({ id: "throwing-start", state: S })
+        .node("a", {}, () => Effect.succeed({}))
+        .route(Graph.START, () => boom(), ["a"])
+        .edge("a", Graph.END)
+        .compile
+      const runner = yield* Runner
+      const error = yield* Effect.flip(runner.start(g, {}))
+      assert.strictEqual(error._tag, "UserCodeError")
+      assert.include(error.message, "START route")
+      assert.include(error.message, "exploded")
+    })))
+
+  it.effect("a throwing migrateFrom function fails the resume with a typed error", () =>
+    Effect.gen(function*() {
+      const store = yield* RunStore
+      const V1 = State.define({ value: State.channel(Schema.String) })
+      const v1 = yield* Graph.make({ id: "migrating", version: 1, state: V1 })
+        .node("ask", {}, (ctx) => Effect.map(ctx.interrupt("ok?"), () => ({ value: "done" })))
+        .edge(Graph.START, "ask")
+        .edge("ask", Graph.END)
+        .compile
+      const v2 = yield* Graph.make({ id: "migrating", version: 2, state: V1 })
+        .node("ask", {}, (ctx) => Effect.map(ctx.interrupt("ok?"), () => ({ value: "done" })))
+        .edge(Graph.START, "ask")
+        .edge("ask", Graph.END)
+        .migrateFrom(1, Schema.Struct({ value: Schema.optional(Schema.String) }), () => boom())
+        .compile
+      const first = yield* openRunner(store)
+      const h = yield* first.runner.start(v1, { value: "x" })
+      assert.strictEqual((yield* h.result).status, "waiting")
+      yield* first.stop
+      const second = yield* openRunner(store)
+      const error = yield* Effect.flip(second.runner.resume(v2, h.runId))
+      yield* second.stop
+      assert.strictEqual(error._tag, "CheckpointMigrationError")
+      assert.include(error.message, "migrateFrom function threw")
+      assert.include(error.message, "exploded")
+    }).pipe(Effect.provide(Layer.orDie(RunStoreMemory.layer()))))
+})
