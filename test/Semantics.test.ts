@@ -4,14 +4,14 @@
  * last-value key in one step are an error; thrown exceptions in nodes are retried by the policy.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Schema } from "effect"
+import { Data, Effect, Fiber, Layer, Option, Ref, Schema, TestClock } from "effect"
 import * as Graph from "../src/Graph.js"
 import * as RunStoreMemory from "../src/layers/memory/RunStoreMemory.js"
 import { Runner } from "../src/Runner.js"
 import { RunStore } from "../src/services/RunStore.js"
 import * as State from "../src/State.js"
 import * as Subgraph from "../src/Subgraph.js"
-import { ofTag, openRunner, storedEvents, withRunner } from "./util.js"
+import { eventually, ofTag, openRunner, storedEvents, withRunner } from "./util.js"
 
 const S = State.define({
   value: State.channel(Schema.String, { initial: () => "" }),
@@ -139,4 +139,69 @@ describe("user code outside a node that throws fails the run", () => {
       assert.include(error.message, "migrateFrom function threw")
       assert.include(error.message, "exploded")
     }).pipe(Effect.provide(Layer.orDie(RunStoreMemory.layer()))))
+})
+
+class Boom extends Data.TaggedError("Boom")<{}> {}
+
+describe("a branch that fails for good stops its siblings", () => {
+  it.effect("the slow sibling is interrupted at once and nothing of the step but the failure is committed", () =>
+    withRunner(Effect.gen(function*() {
+      const sideEffect = yield* Ref.make(false)
+      const interrupted = yield* Ref.make(false)
+      const g = yield* Graph.make({ id: "fail-fast", state: S })
+        .node("fails", { policy: { retry: { maxAttempts: 2, initialDelay: "1 milli", jitter: false } } }, () =>
+          Effect.zipRight(Effect.sleep("10 millis"), Effect.fail(new Boom())))
+        .node("slow", {}, () =>
+          Effect.sleep("1 second").pipe(
+            Effect.zipRight(Ref.set(sideEffect, true)),
+            Effect.as({ value: "slow" }),
+            Effect.onInterrupt(() => Ref.set(interrupted, true))
+          ))
+        .node("quick", {}, () => Effect.succeed({ items: [1] }))
+        .edge(Graph.START, "fails")
+        .edge(Graph.START, "slow")
+        .edge(Graph.START, "quick")
+        .edge("fails", Graph.END)
+        .edge("slow", Graph.END)
+        .edge("quick", Graph.END)
+        .compile
+      const runner = yield* Runner
+      const h = yield* runner.start(g, {})
+      const fiber = yield* Effect.fork(h.result)
+      for (let i = 0; i < 5; i++) {
+        yield* TestClock.adjust("10 millis")
+        yield* Effect.yieldNow()
+      }
+      yield* eventually(Effect.map(Fiber.poll(fiber), Option.isSome), "the run to fail before the slow sibling ends")
+      const result = yield* Fiber.join(fiber)
+      assert.strictEqual(result.status, "failed")
+      assert.strictEqual(result.error?.tag, "Boom")
+      assert.isTrue(yield* Ref.get(interrupted))
+      yield* TestClock.adjust("2 seconds")
+      assert.isFalse(yield* Ref.get(sideEffect))
+      const events = yield* storedEvents(h.runId)
+      assert.deepStrictEqual(ofTag(events, "NodeCompleted"), [])
+      assert.deepStrictEqual(ofTag(events, "StepCommitted"), [])
+      assert.deepStrictEqual(ofTag(events, "NodeFailed").map((e) => e.node), ["fails"])
+      assert.strictEqual(ofTag(events, "RunFailed").length, 1)
+    })))
+
+  it.effect("a sibling waiting for a human is not a failure: the run waits, and fails only when a node fails", () =>
+    withRunner(Effect.gen(function*() {
+      const g = yield* Graph.make({ id: "fail-fast-hitl", state: S })
+        .node("ask", {}, (ctx) => Effect.map(ctx.interrupt("ok?"), () => ({ value: "ok" })))
+        .node("works", {}, () => Effect.succeed({ items: [1] }))
+        .edge(Graph.START, "ask")
+        .edge(Graph.START, "works")
+        .edge("ask", Graph.END)
+        .edge("works", Graph.END)
+        .compile
+      const runner = yield* Runner
+      const h = yield* runner.start(g, {})
+      assert.strictEqual((yield* h.result).status, "waiting")
+      yield* runner.respond(g, h.runId, { _tag: "approve" })
+      const done = yield* runner.result(g, h.runId)
+      assert.strictEqual(done.status, "completed")
+      assert.deepStrictEqual(done.state.items, [1])
+    })))
 })

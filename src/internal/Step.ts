@@ -27,7 +27,9 @@ import { byOrder, guarded, routeStep, startFrontier } from "./Routing.js"
 const nativeTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
 /**
- * Runs one step from `pos`, producing its events and its outcome. The step and each node
+ * Runs one step from `pos`, producing its events and its outcome. The first instance that fails
+ * for good (its last attempt) interrupts the others at once, and the step's outcome is that
+ * failure alone, with only the failed instance's events. The step and each node
  * attempt get a span when a tracer is installed; under Effect's built-in tracer, which exports
  * nothing, they are skipped, since two spans cost about a quarter of a bare step's time.
  */
@@ -69,13 +71,15 @@ const stepOf = (
     if (n.concurrency !== undefined && !limited.has(e.node)) limited.set(e.node, Effect.unsafeMakeSemaphore(n.concurrency))
   }
   const run = (e: Entry) => {
-    const eff = runInstance(env, pos, e, stamp, traced)
-    const sem = limited.get(e.node)
-    return sem === undefined ? eff : sem.withPermits(1)(eff)
+    const limit = limited.get(e.node)
+    const eff = limit === undefined
+      ? runInstance(env, pos, e, stamp, traced)
+      : limit.withPermits(1)(runInstance(env, pos, e, stamp, traced))
+    return Effect.flatMap(eff, (r) => r._tag === "Failed" ? Effect.fail(r) : Effect.succeed(r))
   }
-  return Effect.map(
-    Effect.forEach(todo, run, { concurrency: env.config.concurrency }),
-    (results) => finishStep(env, pos, results)
+  return Effect.forEach(todo, run, { concurrency: env.config.concurrency }).pipe(
+    Effect.map((results) => finishStep(env, pos, results)),
+    Effect.catchAll((failed) => Effect.succeed(finishStep(env, pos, [failed])))
   )
 }
 
