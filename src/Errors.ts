@@ -170,6 +170,21 @@ const describeFunction: Record<UserFunction, string> = {
 export const thrownMessage = (cause: unknown): string =>
   cause instanceof Error ? `${cause.name}: ${cause.message}` : typeof cause === "string" ? cause : String(cause)
 
+/**
+ * A node attempt threw (or died) instead of failing with a typed error. A node's `retryOn` sees
+ * a throw as this error, holding the thrown value as `defect`; a run that fails with it records the thrown value.
+ */
+export class NodeDefectError extends Schema.TaggedError<NodeDefectError>()("NodeDefectError", {
+  node: Schema.String,
+  attempt: Schema.Number,
+  detail: Schema.String,
+  defect: Schema.Unknown
+}) {
+  override get message() {
+    return `node "${this.node}" attempt ${this.attempt} threw: ${this.detail}`
+  }
+}
+
 /** A node attempt exceeded its timeout. */
 export class NodeTimeoutError extends Schema.TaggedError<NodeTimeoutError>()("NodeTimeoutError", {
   node: Schema.String,

@@ -132,7 +132,12 @@ export interface BreakerPolicy {
 export interface NodePolicy {
   readonly timeout?: Duration.DurationInput
   readonly retry?: RetryPolicy
-  /** Which failures are worth another attempt (default: every typed failure the runtime does not mark final). */
+  /**
+   * Which failures are worth another attempt. A throw in the node's code reaches it as a
+   * `NodeDefectError` (the thrown value in `defect`). By default every failure and every throw is
+   * retried except the ones the runtime marks final: `StateValidationError`, `WritePermissionError`,
+   * `RoutingError`, `BudgetExceededError`, `UserCodeError`. Waiting for a human and interrupts are never retried.
+   */
   readonly retryOn?: (error: unknown) => boolean
   readonly breaker?: BreakerPolicy
 }

@@ -5,6 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Data, Effect, Fiber, Layer, Option, Ref, Schema, TestClock } from "effect"
+import * as Errors from "../src/Errors.js"
 import * as Graph from "../src/Graph.js"
 import * as RunStoreMemory from "../src/layers/memory/RunStoreMemory.js"
 import { Runner } from "../src/Runner.js"
@@ -203,5 +204,70 @@ describe("a branch that fails for good stops its siblings", () => {
       const done = yield* runner.result(g, h.runId)
       assert.strictEqual(done.status, "completed")
       assert.deepStrictEqual(done.state.items, [1])
+    })))
+})
+
+describe("thrown exceptions in node code are retried by the policy", () => {
+  it.effect("a node that throws twice succeeds on its third attempt", () =>
+    withRunner(Effect.gen(function*() {
+      const attempts = yield* Ref.make(0)
+      const g = yield* Graph.make({ id: "retry-defects", state: S })
+        .node("flaky", { policy: { retry: { maxAttempts: 3, initialDelay: "1 milli", jitter: false } } }, () =>
+          Effect.flatMap(Ref.updateAndGet(attempts, (n) => n + 1), (n) =>
+            Effect.sync(() => {
+              if (n < 3) throw new Error(`library threw on attempt ${n}`)
+              return { value: `ok on ${n}` }
+            })))
+        .edge(Graph.START, "flaky")
+        .edge("flaky", Graph.END)
+        .compile
+      const runner = yield* Runner
+      const h = yield* runner.start(g, {})
+      const fiber = yield* Effect.fork(h.result)
+      for (let i = 0; i < 10; i++) {
+        yield* TestClock.adjust("10 millis")
+        yield* Effect.yieldNow()
+      }
+      const result = yield* Fiber.join(fiber)
+      assert.strictEqual(result.status, "completed")
+      assert.strictEqual(result.state.value, "ok on 3")
+      assert.strictEqual(yield* Ref.get(attempts), 3)
+      const events = yield* storedEvents(h.runId)
+      assert.deepStrictEqual(ofTag(events, "NodeRetrying").map((e) => e.error), [
+        `node "flaky" attempt 1 threw: Error: library threw on attempt 1`,
+        `node "flaky" attempt 2 threw: Error: library threw on attempt 2`
+      ])
+    })))
+
+  it.effect("retryOn sees a throw as a NodeDefectError and can exclude it; the run fails with the thrown error", () =>
+    withRunner(Effect.gen(function*() {
+      const attempts = yield* Ref.make(0)
+      const seen: Array<unknown> = []
+      const g = yield* Graph.make({ id: "retry-defects-excluded", state: S })
+        .node("throws", {
+          policy: {
+            retry: { maxAttempts: 3, initialDelay: "1 milli", jitter: false },
+            retryOn: (error) => {
+              seen.push(error)
+              return !(error instanceof Errors.NodeDefectError)
+            }
+          }
+        }, () =>
+          Effect.flatMap(Ref.update(attempts, (n) => n + 1), () =>
+            Effect.sync(() => {
+              throw new TypeError("not a function")
+            })))
+        .edge(Graph.START, "throws")
+        .edge("throws", Graph.END)
+        .compile
+      const runner = yield* Runner
+      const result = yield* Effect.flatMap(runner.start(g, {}), (h) => h.result)
+      assert.strictEqual(result.status, "failed")
+      assert.strictEqual(yield* Ref.get(attempts), 1)
+      assert.strictEqual(seen.length, 1)
+      assert.instanceOf(seen[0], Errors.NodeDefectError)
+      assert.instanceOf((seen[0] as Errors.NodeDefectError).defect, TypeError)
+      assert.strictEqual(result.error?.tag, "TypeError")
+      assert.include(result.error?.message ?? "", "not a function")
     })))
 })

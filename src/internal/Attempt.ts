@@ -3,9 +3,12 @@
  * and circuit breaker (in its own span when traced); failures the policy deems transient are retried with
  * `Effect.retry` on the node's backoff schedule; the last attempt's result is settled into an
  * update (validated against the node's writes and the state schema), an interrupt, or a failure.
+ * A throw (a defect) is retried like a failure, seen by `retryOn` as a `NodeDefectError`; an
+ * interrupt of the fiber is never retried.
  */
 import { Cause, Chunk, Context, Duration, Effect, Option } from "effect"
 import {
+  NodeDefectError,
   NodeFailedError,
   NodeTimeoutError,
   StateValidationError,
@@ -53,6 +56,11 @@ const finalTags = new Set([
 /** Whether a failure is worth another attempt when the policy has no `retryOn`: any the runtime does not mark final. */
 export const defaultRetryable = (error: unknown) =>
   !(typeof error === "object" && error !== null && "_tag" in error && finalTags.has(String(error._tag)))
+
+const describeDefect = (defect: unknown): string => {
+  const { message, tag } = describe(defect)
+  return message === tag ? tag : `${tag}: ${message}`
+}
 
 /** A failure's tag and message, as events and failed runs record them. */
 export const describe = (error: unknown): { tag: string; message: string } => {
@@ -228,16 +236,29 @@ export const runInstance = (
   }
   const retryable = policy.retryOn ?? defaultRetryable
   const maxAttempts = retry.maxAttempts ?? 3
-  const transient = (error: unknown): Effect.Effect<Final, unknown> => {
+  const transient = (error: unknown, settled: unknown = error): Effect.Effect<Final, unknown> => {
     current?.releaseReservation()
     if (error instanceof NodeInterrupt || !retryable(error) || attempt >= maxAttempts) {
-      return Effect.succeed(new Final(error))
+      return Effect.succeed(new Final(settled))
     }
     events.push(stamp({ _tag: "NodeRetrying", node: name, index: entry.index, attempt, error: describe(error).message }))
     return Effect.fail(error)
   }
+  const retryingDefects = (cause: Cause.Cause<unknown>): Effect.Effect<Final, unknown> => {
+    const failure = Cause.failureOption(cause)
+    if (Option.isSome(failure)) return transient(failure.value)
+    const defect = Chunk.head(Cause.defects(cause))
+    if (Option.isNone(defect)) return Effect.failCause(cause)
+    const wrapped = new NodeDefectError({
+      node: name,
+      attempt,
+      detail: describeDefect(defect.value),
+      defect: defect.value
+    })
+    return transient(wrapped, defect.value)
+  }
   return Effect.suspend(attemptOnce).pipe(
-    Effect.catchAll(transient),
+    Effect.catchAllCause(retryingDefects),
     Effect.retry(retrySchedule(retry)),
     Effect.matchCauseEffect({ onFailure: ended, onSuccess: (v) => Effect.succeed(settle(v)) })
   )
