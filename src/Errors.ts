@@ -185,6 +185,19 @@ export class NodeDefectError extends Schema.TaggedError<NodeDefectError>()("Node
   }
 }
 
+/** Two node instances of one step wrote the same last-value state key: which value should win is undefined. */
+export class ConflictingUpdateError extends Schema.TaggedError<ConflictingUpdateError>()("ConflictingUpdateError", {
+  graphId: Schema.String,
+  key: Schema.String,
+  nodes: Schema.Array(Schema.String)
+}) {
+  override get message() {
+    return `graph "${this.graphId}": nodes ${this.nodes.map((n) => `"${n}"`).join(" and ")} both wrote state key "${this.key}" ` +
+      `in one step; give the key a reducer (State.append, State.merge, State.sum, State.custom), declare it ` +
+      `State.lastWriterWins(), or let only one of them write it`
+  }
+}
+
 /** A node attempt exceeded its timeout. */
 export class NodeTimeoutError extends Schema.TaggedError<NodeTimeoutError>()("NodeTimeoutError", {
   node: Schema.String,

@@ -11,8 +11,17 @@ export interface Reducer<A> {
   readonly combine: (current: A, update: A) => A
 }
 
-/** The update replaces the current value (the default). */
+/** The update replaces the current value (the default); two node instances writing the key in one step fail the run. */
 export const lastValue = <A>(): Reducer<A> => ({ name: "last", combine: (_, update) => update })
+
+/**
+ * The update replaces the current value, and two node instances of one step may both write the
+ * key: the one declared later (or with the higher fan-out index) wins. Without it, such writes fail the run.
+ */
+export const lastWriterWins = <A>(): Reducer<A> => ({ name: "lastWriterWins", combine: (_, update) => update })
+
+/** Whether a reducer refuses two writes of one step (the default last-value reducer). */
+export const isExclusive = (reducer: Reducer<unknown>): boolean => reducer.name === "last"
 
 /** The update's items are appended to the current array. */
 export const append = <A>(): Reducer<ReadonlyArray<A>> => ({

@@ -25,7 +25,7 @@ import {
 
 const S = State.define({
   log: State.list(Schema.String),
-  value: State.channel(Schema.String),
+  value: State.channel(Schema.String, { reducer: State.lastWriterWins() }),
   count: State.counter(),
   items: State.list(Schema.Number),
   results: State.list(Schema.Number)

@@ -271,3 +271,72 @@ describe("thrown exceptions in node code are retried by the policy", () => {
       assert.include(result.error?.message ?? "", "not a function")
     })))
 })
+
+describe("two writes to one last-value key in one step", () => {
+  const W = State.define({
+    value: State.channel(Schema.String, { initial: () => "" }),
+    winner: State.channel(Schema.String, { initial: () => "", reducer: State.lastWriterWins() }),
+    log: State.list(Schema.String)
+  })
+  const parallel = (id: string, key: "value" | "winner" | "log") =>
+    Graph.make({ id, state: W })
+      .node("left", {}, () => Effect.succeed(key === "log" ? { log: ["left"] } : { [key]: "left" }))
+      .node("right", {}, () => Effect.succeed(key === "log" ? { log: ["right"] } : { [key]: "right" }))
+      .edge(Graph.START, "left")
+      .edge(Graph.START, "right")
+      .edge("left", Graph.END)
+      .edge("right", Graph.END)
+      .compile
+
+  it.effect("fail the run with a typed error naming both nodes and the key", () =>
+    withRunner(Effect.gen(function*() {
+      const g = yield* parallel("conflict", "value")
+      const runner = yield* Runner
+      const h = yield* runner.start(g, {})
+      const result = yield* h.result
+      assert.strictEqual(result.status, "failed")
+      assert.strictEqual(result.error?.tag, "ConflictingUpdateError")
+      assert.include(result.error?.message ?? "", `"left" and "right"`)
+      assert.include(result.error?.message ?? "", `"value"`)
+      const events = yield* storedEvents(h.runId)
+      assert.strictEqual(ofTag(events, "RunFailed")[0]?.errorTag, "ConflictingUpdateError")
+      assert.deepStrictEqual(ofTag(events, "StepCommitted"), [])
+    })))
+
+  it.effect("fan-out instances of one node writing one last-value key conflict too", () =>
+    withRunner(Effect.gen(function*() {
+      const g = yield* Graph.make({ id: "conflict-fanout", state: W })
+        .node("split", {}, () => Effect.succeed({}))
+        .node("each", {}, () => Effect.succeed({ value: "item" }))
+        .edge(Graph.START, "split")
+        .fanOut("split", "each", () => [1, 2])
+        .edge("each", Graph.END)
+        .compile
+      const runner = yield* Runner
+      const result = yield* Effect.flatMap(runner.start(g, {}), (h) => h.result)
+      assert.strictEqual(result.status, "failed")
+      assert.strictEqual(result.error?.tag, "ConflictingUpdateError")
+      assert.include(result.error?.message ?? "", `"each[0]" and "each[1]"`)
+    })))
+
+  it.effect("a reducer or an explicit last-writer-wins key takes both; one writer per step is fine", () =>
+    withRunner(Effect.gen(function*() {
+      const runner = yield* Runner
+      const listed = yield* Effect.flatMap(runner.start(yield* parallel("conflict-list", "log"), {}), (h) => h.result)
+      assert.strictEqual(listed.status, "completed")
+      assert.deepStrictEqual(listed.state.log, ["left", "right"])
+      const won = yield* Effect.flatMap(runner.start(yield* parallel("conflict-lww", "winner"), {}), (h) => h.result)
+      assert.strictEqual(won.status, "completed")
+      assert.strictEqual(won.state.winner, "right")
+      const g = yield* Graph.make({ id: "one-writer", state: W })
+        .node("a", {}, () => Effect.succeed({ value: "a" }))
+        .node("b", {}, () => Effect.succeed({ value: "b" }))
+        .edge(Graph.START, "a")
+        .edge("a", "b")
+        .edge("b", Graph.END)
+        .compile
+      const sequential = yield* Effect.flatMap(runner.start(g, {}), (h) => h.result)
+      assert.strictEqual(sequential.status, "completed")
+      assert.strictEqual(sequential.state.value, "b")
+    })))
+})

@@ -33,7 +33,7 @@ describe("State reducers", () => {
 })
 
 const S = State.define({
-  last: State.channel(Schema.String),
+  last: State.channel(Schema.String, { reducer: State.lastWriterWins() }),
   items: State.list(Schema.String),
   tags: State.channel(Schema.Record({ key: Schema.String, value: Schema.Number }), {
     reducer: State.merge<{ readonly [k: string]: number }>(),

@@ -5,7 +5,7 @@
  * `Drive.ts` commits what a step produces.
  */
 import { Context, DefaultServices, Effect, Tracer } from "effect"
-import { RoutingError, StateValidationError, UserCodeError } from "../Errors.js"
+import { ConflictingUpdateError, RoutingError, StateValidationError, UserCodeError } from "../Errors.js"
 import type { CompiledGraph } from "../Graph.js"
 import type { NodeContext } from "../Node.js"
 import * as State from "../State.js"
@@ -121,10 +121,13 @@ export const finishStep = (
 
   let state = pos.state
   const ordered = [...pos.frontier].sort(byOrder(graph))
+  const writers = new Map<string, string>()
   for (const e of ordered) {
     const key = entryKey(e.node, e.index)
     const update = done.get(key)?.update ?? pos.pending.get(key)
     if (update === undefined) continue
+    const conflict = conflictOf(env, writers, e, update)
+    if (conflict !== undefined) return failedWith(events, conflict)
     const reduced = guarded(env, e.node, "reducer", () => State.reduce(graph.state, state, update))
     if (reduced instanceof UserCodeError) return failedWith(events, reduced)
     state = reduced
@@ -147,9 +150,27 @@ export const finishStep = (
   }
 }
 
+/** Records `entry`'s writes of exclusive (last-value) keys; a key another instance of the step wrote is a conflict. */
+const conflictOf = (
+  env: Env,
+  writers: Map<string, string>,
+  entry: Entry,
+  update: Record<string, unknown>
+): ConflictingUpdateError | undefined => {
+  const channels = env.graph.state.channels
+  const name = `${env.prefix}${entry.node}${entry.input === undefined && entry.index === 0 ? "" : `[${entry.index}]`}`
+  for (const key in update) {
+    if (update[key] === undefined || !State.isExclusive(channels[key]!.reducer)) continue
+    const first = writers.get(key)
+    if (first !== undefined) return new ConflictingUpdateError({ graphId: env.graph.id, key, nodes: [first, name] })
+    writers.set(key, name)
+  }
+  return undefined
+}
+
 const failedWith = (
   events: Array<Draft>,
-  error: RoutingError | StateValidationError | UserCodeError
+  error: RoutingError | StateValidationError | UserCodeError | ConflictingUpdateError
 ): StepOutcome => ({ _tag: "Failed", events, error: { tag: error._tag, message: error.message, error } })
 
 /** How a graph run inside a node ended. */
