@@ -102,7 +102,7 @@ export const passBarrier = (barriers: Record<string, ReadonlyArray<string>>, joi
  * fan-outs (once per node, evaluated on `state`) and passes its join barriers. A route or
  * fan-out function that throws is a `UserCodeError` naming the node whose edges it is.
  */
-export const routeStep = (
+export const route = (
   env: Router,
   state: Record<string, unknown>,
   frontier: ReadonlyArray<Entry>,
@@ -146,19 +146,6 @@ export const routeStep = (
   }
   const built = buildFrontier(env, plain, sends)
   return Array.isArray(built) ? { frontier: built, barriers: next } : built
-}
-
-/** `routeStep` for callers that treat throwing user code as a defect: a `UserCodeError` is thrown. */
-export const route = (
-  env: Router,
-  state: Record<string, unknown>,
-  frontier: ReadonlyArray<Entry>,
-  directed: (entry: Entry) => Directed | undefined,
-  barriers: Barriers
-): Routed | RoutingError | StateValidationError => {
-  const routed = routeStep(env, state, frontier, directed, barriers)
-  if (routed instanceof UserCodeError) throw routed
-  return routed
 }
 
 /** Builds an ordered frontier from plain targets and fan-out items, validating items against node inputs. */

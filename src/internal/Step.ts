@@ -22,7 +22,7 @@ import {
   type Stamp,
   type StepOutcome
 } from "./Position.js"
-import { byOrder, guarded, routeStep, startFrontier } from "./Routing.js"
+import { byOrder, guarded, route, startFrontier } from "./Routing.js"
 
 const nativeTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
@@ -71,11 +71,10 @@ const stepOf = (
     if (n.concurrency !== undefined && !limited.has(e.node)) limited.set(e.node, Effect.unsafeMakeSemaphore(n.concurrency))
   }
   const run = (e: Entry) => {
-    const limit = limited.get(e.node)
-    const eff = limit === undefined
-      ? runInstance(env, pos, e, stamp, traced)
-      : limit.withPermits(1)(runInstance(env, pos, e, stamp, traced))
-    return Effect.flatMap(eff, (r) => r._tag === "Failed" ? Effect.fail(r) : Effect.succeed(r))
+    const eff = runInstance(env, pos, e, stamp, traced)
+    const sem = limited.get(e.node)
+    return Effect.flatMap(sem === undefined ? eff : sem.withPermits(1)(eff), (r) =>
+      r._tag === "Failed" ? Effect.fail(r) : Effect.succeed(r))
   }
   return Effect.forEach(todo, run, { concurrency: env.config.concurrency }).pipe(
     Effect.map((results) => finishStep(env, pos, results)),
@@ -121,19 +120,19 @@ export const finishStep = (
 
   let state = pos.state
   const ordered = [...pos.frontier].sort(byOrder(graph))
-  const writers = new Map<string, string>()
+  const writers = ordered.length > 1 ? new Map<string, Entry>() : undefined
   for (const e of ordered) {
     const key = entryKey(e.node, e.index)
     const update = done.get(key)?.update ?? pos.pending.get(key)
     if (update === undefined) continue
-    const conflict = conflictOf(env, writers, e, update)
+    const conflict = writers === undefined ? undefined : conflictOf(env, writers, e, update)
     if (conflict !== undefined) return failedWith(events, conflict)
     const reduced = guarded(env, e.node, "reducer", () => State.reduce(graph.state, state, update))
     if (reduced instanceof UserCodeError) return failedWith(events, reduced)
     state = reduced
   }
 
-  const routed = routeStep(env, state, ordered, (e) => {
+  const routed = route(env, state, ordered, (e) => {
     const r = done.get(entryKey(e.node, e.index))
     return r === undefined || r.goto === undefined ? undefined : { goto: r.goto, sends: r.sends }
   }, pos.barriers)
@@ -153,20 +152,25 @@ export const finishStep = (
 /** Records `entry`'s writes of exclusive (last-value) keys; a key another instance of the step wrote is a conflict. */
 const conflictOf = (
   env: Env,
-  writers: Map<string, string>,
+  writers: Map<string, Entry>,
   entry: Entry,
   update: Record<string, unknown>
 ): ConflictingUpdateError | undefined => {
   const channels = env.graph.state.channels
-  const name = `${env.prefix}${entry.node}${entry.input === undefined && entry.index === 0 ? "" : `[${entry.index}]`}`
   for (const key in update) {
     if (update[key] === undefined || !State.isExclusive(channels[key]!.reducer)) continue
     const first = writers.get(key)
-    if (first !== undefined) return new ConflictingUpdateError({ graphId: env.graph.id, key, nodes: [first, name] })
-    writers.set(key, name)
+    if (first !== undefined) {
+      return new ConflictingUpdateError({ graphId: env.graph.id, key, nodes: [instanceName(env, first), instanceName(env, entry)] })
+    }
+    writers.set(key, entry)
   }
   return undefined
 }
+
+/** A node instance as an error names it: `prefix/node`, with `[index]` for a fan-out instance. */
+const instanceName = (env: Env, entry: Entry): string =>
+  `${env.prefix}${entry.node}${entry.input === undefined && entry.index === 0 ? "" : `[${entry.index}]`}`
 
 const failedWith = (
   events: Array<Draft>,

@@ -24,8 +24,13 @@ const names = (frontier: ReadonlyArray<Entry>) => frontier.map((e) => `${e.node}
 
 const undirected = () => undefined
 
-const routed = (result: Routing.Routed | Errors.RoutingError | Errors.StateValidationError): Routing.Routed => {
-  if (result instanceof Errors.RoutingError || result instanceof Errors.StateValidationError) {
+const routed = (
+  result: Routing.Routed | Errors.RoutingError | Errors.StateValidationError | Errors.UserCodeError
+): Routing.Routed => {
+  if (
+    result instanceof Errors.RoutingError || result instanceof Errors.StateValidationError ||
+    result instanceof Errors.UserCodeError
+  ) {
     assert.fail(`expected a frontier, got ${result._tag}: ${result.message}`)
   }
   return result
