@@ -16,6 +16,16 @@ export const spanned = (name: string, attributes?: Record<string, unknown>) =>
       : Effect.withSpan(self, name, attributes === undefined ? { captureStackTrace: false } : { attributes, captureStackTrace: false })
   )
 
+/** Like `spanned`, for a hot path: the attributes are built only when the span is made. */
+export const traced = <A, E, R>(
+  self: Effect.Effect<A, E, R>,
+  name: string,
+  attributes: () => Record<string, unknown>
+): Effect.Effect<A, E, R> =>
+  Effect.tracerWith((tracer) =>
+    tracer === nativeTracer ? self : Effect.withSpan(self, name, { attributes: attributes(), captureStackTrace: false })
+  )
+
 /**
  * Annotates the current span when a tracer that records spans is installed (the span made by
  * `spanned`); otherwise does nothing (and, unlike `Effect.annotateCurrentSpan` outside any span,

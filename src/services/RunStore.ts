@@ -10,7 +10,7 @@ import {
   StaleClaimError
 } from "../Errors.js"
 import type { RunEvent } from "../Events.js"
-import { annotate, spanned } from "../internal/Tracing.js"
+import { annotate, spanned, traced } from "../internal/Tracing.js"
 import type { Checkpoint, RunRecord, RunStatus, Usage } from "../Run.js"
 
 export {
@@ -215,26 +215,24 @@ export const make = (driver: Driver): RunStore["Type"] => {
           : Effect.fail(new EventSequenceConflictError({ runId: c.runId, seq: first ?? 0, lastSeq: run.lastSeq }))
     )
 
-  const commit = Effect.fnUntraced(
-    function*(c: StepCommit) {
-      yield* annotate({
-        "fibergraph.run_id": c.runId,
-        "fibergraph.step": c.step,
-        "fibergraph.epoch": c.epoch,
-        "fibergraph.status": c.status
-      })
-      const first = c.events[0]?.seq
-      for (let i = 1; i < c.events.length; i++) {
-        if (c.events[i]!.seq !== first! + i) {
-          return yield* new EventSequenceConflictError({ runId: c.runId, seq: c.events[i]!.seq, lastSeq: first! + i - 1 })
-        }
+  /** The hot path of every step: no generator, and the span and its attributes only under a recording tracer. */
+  const commit = (c: StepCommit): Effect.Effect<RunRecord, StaleClaimError | EventSequenceConflictError | RunNotFoundError> => {
+    const first = c.events[0]?.seq
+    for (let i = 1; i < c.events.length; i++) {
+      if (c.events[i]!.seq !== first! + i) {
+        return Effect.fail(new EventSequenceConflictError({ runId: c.runId, seq: c.events[i]!.seq, lastSeq: first! + i - 1 }))
       }
-      const written = yield* driver.commit(c)
-      return written ?? (yield* refused(c, first))
-    },
-    Effect.uninterruptible,
-    spanned("RunStore.commit")
-  )
+    }
+    const write = Effect.uninterruptible(
+      Effect.flatMap(driver.commit(c), (written) => written === undefined ? refused(c, first) : Effect.succeed(written))
+    )
+    return traced(write, "RunStore.commit", () => ({
+      "fibergraph.run_id": c.runId,
+      "fibergraph.step": c.step,
+      "fibergraph.epoch": c.epoch,
+      "fibergraph.status": c.status
+    }))
+  }
 
   const events = Effect.fnUntraced(
     function*(runId: string, afterSeq: number) {
