@@ -33,7 +33,11 @@ export interface ChildOutcome {
   readonly signal: NodeJS.Signals | null
   /** Whether the parent SIGKILLed it (its kill point came before its end). */
   readonly killed: boolean
-  /** The last protocol line the child printed before it was killed or ended. */
+  /**
+   * The last protocol line read before the parent sent SIGKILL (or before the child ended). Lines
+   * read after the kill are still in `lines`: the child wrote them before it died, they were
+   * only still in the pipe.
+   */
   readonly last: Line | undefined
   /** Milliseconds from the spawn to the `ready` line: starting Node, loading the code, opening the store. */
   readonly openMillis: number | undefined
@@ -82,6 +86,7 @@ export const runChild = (options: ChildOptions): Effect.Effect<ChildOutcome, Chi
     let stderr = ""
     let pending = ""
     let killed = false
+    let lastBeforeKill: Line | undefined
     let timer: NodeJS.Timeout | undefined
     let startedAt: number | undefined
     let runMillis: number | undefined
@@ -89,6 +94,7 @@ export const runChild = (options: ChildOptions): Effect.Effect<ChildOutcome, Chi
 
     const sigkill = () => {
       if (killed || child.exitCode !== null || child.signalCode !== null) return
+      lastBeforeKill = lines.at(-1)
       killed = child.kill("SIGKILL")
     }
     const onLine = (text: string) => {
@@ -97,9 +103,9 @@ export const runChild = (options: ChildOptions): Effect.Effect<ChildOutcome, Chi
         noise.push(text)
         return
       }
-      if (killed) return
       const line = decoded.right
       lines.push(line)
+      if (killed) return
       switch (line._tag) {
         case "ready":
           openMillis = performance.now() - spawnedAt
@@ -146,7 +152,7 @@ export const runChild = (options: ChildOptions): Effect.Effect<ChildOutcome, Chi
         code,
         signal,
         killed,
-        last: lines.at(-1),
+        last: killed ? lastBeforeKill : lines.at(-1),
         openMillis,
         runMillis
       }))
