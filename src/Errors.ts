@@ -366,6 +366,24 @@ export class InputValidationError extends Schema.TaggedError<InputValidationErro
   }
 }
 
+/** A node's call at this index differs from the call recorded in the journal (the code or the prompt changed). */
+export class JournalDivergenceError extends Schema.TaggedError<JournalDivergenceError>()("JournalDivergenceError", {
+  runId: Schema.String,
+  key: Schema.String,
+  index: Schema.Number,
+  kind: Schema.String,
+  name: Schema.String,
+  recordedName: Schema.String,
+  recordedHash: Schema.String,
+  requestHash: Schema.String
+}) {
+  override get message() {
+    return `run ${this.runId}: ${this.kind} call ${this.index} of ${this.key} (${this.name}, request ${this.requestHash.slice(0, 12)}) ` +
+      `differs from the recorded call (${this.recordedName}, request ${this.recordedHash.slice(0, 12)}); restore the code ` +
+      `that made it, or let the node re-record (\`journal: "rerecord"\`)`
+  }
+}
+
 /**
  * A parse error as one line, its problems `path: expected …, got …` joined by `; `, for error
  * details an operator reads (a problem of the value itself has no path).
