@@ -58,7 +58,7 @@ export const research = Graph.make({ id: "research", version: 1, state: Research
       model: "scripted",
       pricing,
       prompt: (s) => `PLAN three search queries for: ${s.question}`,
-      output: (text) => ({ queries: text.split("\n") })
+      update: ({ text }) => ({ queries: text.split("\n") })
     })
   )
   .node(
@@ -68,7 +68,7 @@ export const research = Graph.make({ id: "research", version: 1, state: Research
       model: "scripted",
       pricing,
       prompt: (s) => `BACKGROUND on: ${s.question}`,
-      output: (text) => ({ background: text })
+      update: ({ text }) => ({ background: text })
     })
   )
   .node(
@@ -83,7 +83,7 @@ export const research = Graph.make({ id: "research", version: 1, state: Research
       model: "scripted",
       pricing,
       prompt: (_s, query: string) => `SEARCH: ${query}`,
-      output: (text) => ({ findings: [text] })
+      update: ({ text }) => ({ findings: [text] })
     })
   )
   .node(
@@ -93,7 +93,7 @@ export const research = Graph.make({ id: "research", version: 1, state: Research
       model: "scripted",
       pricing,
       prompt: (s) => `DRAFT an answer from: ${s.background} ${s.findings.join(" ")}`,
-      output: (text) => ({ draft: text })
+      update: ({ text }) => ({ draft: text })
     })
   )
   .node(
@@ -103,7 +103,7 @@ export const research = Graph.make({ id: "research", version: 1, state: Research
       model: "scripted",
       pricing,
       prompt: (s) => `CRITIQUE (revised ${s.revisions === 2 ? "twice" : `${s.revisions} times`}): ${s.draft}`,
-      output: (text) => ({ verdict: text.trim() === "good" ? "good" as const : "revise" as const })
+      update: ({ text }) => ({ verdict: text.trim() === "good" ? "good" as const : "revise" as const })
     })
   )
   .node(
@@ -113,7 +113,7 @@ export const research = Graph.make({ id: "research", version: 1, state: Research
       model: "scripted",
       pricing,
       prompt: (s) => `REVISE: ${s.draft}`,
-      output: (text) => ({ draft: text, revisions: 1 })
+      update: ({ text }) => ({ draft: text, revisions: 1 })
     })
   )
   .node(

@@ -384,6 +384,32 @@ export class JournalDivergenceError extends Schema.TaggedError<JournalDivergence
   }
 }
 
+/** An agent's loop reached its `maxIterations` model calls without a final answer. */
+export class AgentMaxIterationsError extends Schema.TaggedError<AgentMaxIterationsError>()("AgentMaxIterationsError", {
+  node: Schema.String,
+  maxIterations: Schema.Number,
+  /** The tools the model still asked for in its last turn. */
+  pendingTools: Schema.Array(Schema.String)
+}) {
+  override get message() {
+    return `agent node "${this.node}" made ${this.maxIterations} model calls without a final answer ` +
+      `(it still asked for ${this.pendingTools.join(", ") || "no tool"}); raise maxIterations or tighten the prompt and tools`
+  }
+}
+
+/** An agent's final answer does not decode against its `output` schema, even after a repair turn. */
+export class AgentOutputError extends Schema.TaggedError<AgentOutputError>()("AgentOutputError", {
+  node: Schema.String,
+  /** Where in the answer decoding failed (`$` for the whole answer). */
+  path: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `agent node "${this.node}": the final answer does not match its output schema at ${this.path}: ${this.detail}; ` +
+      `describe the expected shape in the prompt, or loosen the schema`
+  }
+}
+
 /**
  * A parse error as one line, its problems `path: expected …, got …` joined by `; `, for error
  * details an operator reads (a problem of the value itself has no path).

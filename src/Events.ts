@@ -95,21 +95,29 @@ export const BudgetThreshold = Schema.TaggedStruct("BudgetThreshold", {
   used: Schema.Number,
   limit: Schema.Number
 })
-/** A language model call finished. */
+/** A language model call finished (`replayed`: answered from the call journal, not sent again). */
 export const ModelCalled = Schema.TaggedStruct("ModelCalled", {
   ...base,
   ...nodeRef,
   model: Schema.String,
   inputTokens: Schema.Number,
   outputTokens: Schema.Number,
-  usd: Schema.Number
+  usd: Schema.Number,
+  /** The call's index among the node instance's calls. */
+  call: Schema.optional(Schema.Number),
+  latencyMs: Schema.optional(Schema.Number),
+  finishReason: Schema.optional(Schema.String),
+  replayed: Schema.optional(Schema.Boolean)
 })
 /** A tool call began. */
 export const ToolCalled = Schema.TaggedStruct("ToolCalled", {
   ...base,
   ...nodeRef,
   tool: Schema.String,
-  input: Schema.Unknown
+  input: Schema.Unknown,
+  call: Schema.optional(Schema.Number),
+  /** The model's id of the tool call. */
+  callId: Schema.optional(Schema.String)
 })
 /** A tool call returned (or failed, with `error`). */
 export const ToolReturned = Schema.TaggedStruct("ToolReturned", {
@@ -117,7 +125,11 @@ export const ToolReturned = Schema.TaggedStruct("ToolReturned", {
   ...nodeRef,
   tool: Schema.String,
   output: Schema.Unknown,
-  error: Schema.NullOr(Schema.String)
+  error: Schema.NullOr(Schema.String),
+  call: Schema.optional(Schema.Number),
+  callId: Schema.optional(Schema.String),
+  durationMs: Schema.optional(Schema.Number),
+  replayed: Schema.optional(Schema.Boolean)
 })
 /** An event a node emitted through its context. */
 export const Custom = Schema.TaggedStruct("Custom", { ...base, ...nodeRef, name: Schema.String, data: Schema.Unknown })
@@ -153,6 +165,28 @@ export type RunEventTag = RunEvent["_tag"]
 
 /** An event before the runtime stamps it with run id, sequence, step and time. */
 export type EventBody = RunEvent extends infer E ? E extends RunEvent ? Omit<E, "runId" | "seq" | "step" | "at"> : never : never
+
+/**
+ * Model output as it is generated: a text, reasoning or tool-parameter delta of one call. Live
+ * only: it carries the run, step, node and call but no sequence number, is never stored, and
+ * reaches only subscribers of the process running the node (`Runner.watch`).
+ */
+export interface ModelDelta {
+  readonly _tag: "ModelDelta"
+  readonly runId: string
+  readonly step: number
+  readonly node: string
+  readonly index: number
+  readonly call: number
+  readonly kind: "text" | "reasoning" | "tool-params"
+  readonly delta: string
+  /** The tool whose parameters stream (for `tool-params`). */
+  readonly tool?: string
+  readonly at: number
+}
+
+/** What a live subscriber sees: the durable events and, interleaved, the live-only deltas. */
+export type LiveEvent = RunEvent | ModelDelta
 
 /** The tags after which a run emits nothing more. */
 export const terminalTags: ReadonlySet<RunEventTag> = new Set(["RunCompleted", "RunFailed", "RunCancelled", "RunTimedOut"])

@@ -36,6 +36,12 @@ export interface ModelUsage {
   readonly inputTokens: number
   readonly outputTokens: number
   readonly usd: number
+  /** The call's index among the node instance's calls (agent nodes). */
+  readonly call?: number
+  readonly latencyMs?: number
+  readonly finishReason?: string
+  /** The call was answered from the call journal: its usage counts once, it was not paid again. */
+  readonly replayed?: boolean
 }
 
 /** The view a node has of its run. */

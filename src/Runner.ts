@@ -13,7 +13,7 @@ import {
   RunStatusError,
   StaleClaimError
 } from "./Errors.js"
-import type { RunEvent } from "./Events.js"
+import type { LiveEvent, RunEvent } from "./Events.js"
 import type { CompiledGraph } from "./Graph.js"
 import * as Actor from "./internal/Actor.js"
 import * as Admission from "./internal/Admission.js"
@@ -131,6 +131,11 @@ export class Runner extends Context.Tag("fibergraph/Runner")<Runner, {
   ) => Effect.Effect<void, RunNotFoundError | RunStatusError | StaleClaimError>
   /** A run's committed events after `afterSeq` (default: all), then its live ones, up to its terminal event. */
   readonly events: (runId: string, afterSeq?: number) => Stream.Stream<RunEvent, RunNotFoundError | EventLogCorruptionError>
+  /**
+   * Like `events`, with model output interleaved as it is generated (`ModelDelta`s of the run's
+   * agents and its subgraphs' agents): live only, never stored, from the process running the run.
+   */
+  readonly watch: (runId: string, afterSeq?: number) => Stream.Stream<LiveEvent, RunNotFoundError | EventLogCorruptionError>
   /**
    * Waits until the run waits or ends, and returns where it stands; with `afterSeq`, a run that is
    * already waiting counts only once it has committed past that sequence (a due wait being fired).
@@ -338,6 +343,7 @@ export const make = (options: Options = {}) =>
       respond,
       cancel,
       events: stream,
+      watch: (runId, afterSeq = 0) => events.watch(runId, afterSeq, () => actors.live.has(runId)),
       result: result as Runner["Type"]["result"],
       active: Effect.sync(() => [...actors.live.keys()])
     })

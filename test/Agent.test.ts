@@ -24,7 +24,7 @@ const drafter = Agent.node({
   prompt: (state: { readonly topic: string }) => `Write about ${state.topic}`,
   pricing,
   estimate: { tokens: 500 },
-  output: (text) => ({ draft: text })
+  update: ({ text }) => ({ draft: text })
 })
 
 const draftGraph = (policy?: Node.NodePolicy) =>
@@ -53,7 +53,7 @@ describe("Agent.node", () => {
             model: "test-model",
             prompt: (state) => `Write about ${state.topic}`,
             pricing,
-            output: (text, state) => ({ draft: `${state.topic}: ${text}` })
+            update: ({ text }, state) => ({ draft: `${state.topic}: ${text}` })
           })
         )
         .edge(Graph.START, "draft")
@@ -135,7 +135,7 @@ describe("Agent.node", () => {
           prompt: () => name,
           pricing,
           estimate: { tokens: 50 },
-          output: (text) => ({ notes: [text] })
+          update: ({ text }) => ({ notes: [text] })
         })
       const graph = yield* Graph.make({ id: "agent-thresholds", state: S })
         .node("a", { writes: ["notes"] }, step("a"))

@@ -94,7 +94,10 @@ export const ownedOf = (
       spend,
       prefix: "",
       scope: "",
-      resumeSource: undefined
+      resumeSource: undefined,
+      epoch: run.claimEpoch,
+      guard,
+      live: deps.events.live(run.runId)
     },
     writer: {
       runId: run.runId,

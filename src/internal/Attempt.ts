@@ -50,7 +50,11 @@ const finalTags = new Set([
   "WritePermissionError",
   "RoutingError",
   "BudgetExceededError",
-  "UserCodeError"
+  "UserCodeError",
+  "StaleClaimError",
+  "JournalDivergenceError",
+  "AgentMaxIterationsError",
+  "AgentOutputError"
 ])
 
 /** Whether a failure is worth another attempt when the policy has no `retryOn`: any the runtime does not mark final. */

@@ -17,6 +17,8 @@ export interface Internals {
   readonly stamp: Stamp
   readonly events: Array<Draft>
   readonly nextResume: () => HumanResponse | undefined
+  /** Journal indices of calls whose usage this node instance already counted (across its attempts). */
+  readonly counted: Set<number>
 }
 
 /** The internals of a node context the runtime built. */
@@ -36,6 +38,8 @@ export interface InstanceScope {
   readonly events: Array<Draft>
   readonly nextResume: () => HumanResponse | undefined
   interruptCalls: number
+  /** Journal indices whose usage was counted; made on first use. */
+  counted?: Set<number>
 }
 
 /** The view of `state` a node declared it reads (all of it when it declared none). */
@@ -52,7 +56,7 @@ export class AttemptContext implements NodeContext<Record<string, unknown>, unkn
   constructor(private readonly scope: InstanceScope, readonly attempt: number) {}
   get [InternalContext](): Internals {
     const { env, events, nextResume, stamp, step } = this.scope
-    return { env, step, stamp, events, nextResume }
+    return { env, step, stamp, events, nextResume, counted: this.scope.counted ??= new Set() }
   }
   get state() {
     return this.scope.snapshot
@@ -115,7 +119,11 @@ export class AttemptContext implements NodeContext<Record<string, unknown>, unkn
           model: usage.model,
           inputTokens: usage.inputTokens,
           outputTokens: usage.outputTokens,
-          usd: usage.usd
+          usd: usage.usd,
+          ...(usage.call === undefined ? {} : { call: usage.call }),
+          ...(usage.latencyMs === undefined ? {} : { latencyMs: usage.latencyMs }),
+          ...(usage.finishReason === undefined ? {} : { finishReason: usage.finishReason }),
+          ...(usage.replayed === undefined ? {} : { replayed: usage.replayed })
         }))
       })
   }

@@ -3,11 +3,12 @@
  * share (the environment), and what a step produces (draft events and an outcome).
  */
 import type { CircuitBreakers } from "../CircuitBreaker.js"
-import type { RunEvent } from "../Events.js"
+import type { StaleClaimError } from "../Errors.js"
+import type { ModelDelta, RunEvent } from "../Events.js"
 import type { CompiledGraph } from "../Graph.js"
 import type { HumanResponse } from "../Node.js"
 import type { Interrupt, RunConfig } from "../services/RunStore.js"
-import type { Clock } from "effect"
+import type { Clock, Effect } from "effect"
 import type { SpendTracker } from "./Budget.js"
 
 /** A node instance of a step's frontier, with its decoded input. */
@@ -37,6 +38,12 @@ export interface Env {
   readonly scope: string
   /** Where `interrupt` takes responses from, when a subgraph inherits its parent node's. */
   readonly resumeSource: (() => HumanResponse | undefined) | undefined
+  /** The claim epoch this process holds the run with: writes outside a step commit (the call journal) are fenced by it. */
+  readonly epoch: number
+  /** Fails once this process has lost the run (its lease ran out): checked before writes outside a step commit. */
+  readonly guard: Effect.Effect<void, StaleClaimError>
+  /** Hands a live-only event (a model delta) to the run's live subscribers in this process. */
+  readonly live: (event: ModelDelta) => Effect.Effect<void>
 }
 
 /** The position a step starts from. */

@@ -6,17 +6,19 @@
  */
 import { Deferred, Effect, Option, PubSub, Queue, Stream } from "effect"
 import type { EventLogCorruptionError, RunNotFoundError } from "../Errors.js"
-import { isTerminal, type RunEvent } from "../Events.js"
+import { isTerminal, type LiveEvent, type ModelDelta, type RunEvent } from "../Events.js"
 import type { EventSink } from "../services/EventSink.js"
 import type { RunStore } from "../services/RunStore.js"
 
 const Gone = { _tag: "ActorGone" } as const
-type Signal = RunEvent | typeof Gone
+type Signal = LiveEvent | typeof Gone
 
 /** The event fan-out of one runner. */
 export interface RunEvents {
   /** Hands committed events to the run's live subscribers and to the sink. */
   readonly publish: (runId: string) => (events: ReadonlyArray<RunEvent>) => Effect.Effect<void>
+  /** Hands a live-only event to the run's live subscribers, if any (never stored, never given to the sink). */
+  readonly live: (runId: string) => (event: ModelDelta) => Effect.Effect<void>
   /** Ends the live streams of a run whose actor stopped. */
   readonly close: (runId: string) => Effect.Effect<void>
   /**
@@ -28,6 +30,12 @@ export interface RunEvents {
     afterSeq: number,
     local: () => boolean
   ) => Stream.Stream<RunEvent, RunNotFoundError | EventLogCorruptionError>
+  /** Like `stream`, with the live-only deltas interleaved with the committed events. */
+  readonly watch: (
+    runId: string,
+    afterSeq: number,
+    local: () => boolean
+  ) => Stream.Stream<LiveEvent, RunNotFoundError | EventLogCorruptionError>
 }
 
 /** Builds the fan-out; the sink's writer lives (and drains for up to 10 s) as long as the scope. */
@@ -67,6 +75,12 @@ export const make = (store: RunStore["Type"], sink: Option.Option<EventSink["Typ
         return Effect.zipRight(live, Queue.offer(sinkQueue, events))
       })
 
+    const live = (runId: string) => (event: ModelDelta): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const hub = hubs.get(runId)
+        return hub === undefined ? Effect.void : Effect.asVoid(PubSub.publish(hub, event))
+      })
+
     const close = (runId: string): Effect.Effect<void> =>
       Effect.suspend(() => {
         const hub = hubs.get(runId)
@@ -82,19 +96,24 @@ export const make = (store: RunStore["Type"], sink: Option.Option<EventSink["Typ
           : Effect.tap(PubSub.unbounded<Signal>(), (created) => Effect.sync(() => hubs.set(runId, created)))
       })
 
-    const stream = (runId: string, afterSeq: number, local: () => boolean) =>
+    const isDurable = (e: LiveEvent): e is RunEvent => e._tag !== "ModelDelta"
+
+    const watch = (runId: string, afterSeq: number, local: () => boolean) =>
       Stream.unwrapScoped(Effect.gen(function*() {
-        const live = local() ? yield* PubSub.subscribe(yield* hubFor(runId)) : undefined
+        const subscription = local() ? yield* PubSub.subscribe(yield* hubFor(runId)) : undefined
         const history = yield* store.events(runId, afterSeq)
         const last = history.length === 0 ? afterSeq : history[history.length - 1]!.seq
-        const past = Stream.fromIterable(history)
-        if (live === undefined || history.some(isTerminal)) return past
-        const future = Stream.fromQueue(live).pipe(
-          Stream.takeWhile((s): s is RunEvent => s._tag !== "ActorGone"),
-          Stream.filter((e) => e.seq > last)
+        const past = Stream.fromIterable<LiveEvent>(history)
+        if (subscription === undefined || history.some(isTerminal)) return past
+        const future = Stream.fromQueue(subscription).pipe(
+          Stream.takeWhile((s): s is LiveEvent => s._tag !== "ActorGone"),
+          Stream.filter((e) => !isDurable(e) || e.seq > last)
         )
         return Stream.concat(past, future)
-      })).pipe(Stream.takeUntil(isTerminal))
+      })).pipe(Stream.takeUntil((e) => isDurable(e) && isTerminal(e)))
 
-    return { publish, close, stream } satisfies RunEvents
+    const stream = (runId: string, afterSeq: number, local: () => boolean) =>
+      Stream.filter(watch(runId, afterSeq, local), isDurable)
+
+    return { publish, live, close, stream, watch } satisfies RunEvents
   })

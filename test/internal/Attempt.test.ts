@@ -51,7 +51,10 @@ const setup = (
       spend: makeSpendTracker(graph, { runId: "run-1", usage: { total: { tokens: 0, usd: 0 }, byNode: {} }, config }),
       prefix: "",
       scope: "",
-      resumeSource: undefined
+      resumeSource: undefined,
+      epoch: 1,
+      guard: Effect.void,
+      live: () => Effect.void
     }
     const state = State.initial(graph.state, {}) as Record<string, unknown>
     const frontier = startFrontier(env, state)
