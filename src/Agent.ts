@@ -214,7 +214,9 @@ const toolMessage = (calls: ReadonlyArray<ToolCallRecord>, replies: ReadonlyArra
 })
 
 const describeFailure = (error: unknown): string =>
-  error instanceof AiError.MalformedOutput || error instanceof AiError.MalformedInput
+  typeof error === "object" && error !== null && "error" in error && typeof error.error === "string"
+    ? error.error
+    : error instanceof AiError.MalformedOutput || error instanceof AiError.MalformedInput
     ? error.description ?? error.message
     : error instanceof Error
     ? error.message

@@ -1,0 +1,209 @@
+import { Tool, Toolkit } from "@effect/ai"
+import { assert, describe, it } from "@effect/vitest"
+import { Chunk, Effect, Fiber, Layer, Ref, Schema, Stream } from "effect"
+import * as Agent from "../src/Agent.js"
+import type { LiveEvent, RunEvent } from "../src/Events.js"
+import { CircuitBreaker, Graph, Runner, RunStoreMemory, State } from "../src/index.js"
+import * as ScriptedModel from "../src/layers/model/ScriptedModel.js"
+
+const S = State.define({
+  question: State.channel(Schema.String),
+  answer: State.channel(Schema.String),
+  messages: Agent.messages()
+})
+
+const pricing = { inputPerMTok: 1, outputPerMTok: 2 }
+
+const Lookup = Tool.make("lookup", {
+  description: "Looks a word up",
+  parameters: { q: Schema.String },
+  success: Schema.String
+})
+const Tools = Toolkit.make(Lookup)
+
+/** The tool's handler, counting its calls in `calls`. */
+const handlers = (calls: Ref.Ref<ReadonlyArray<string>>) =>
+  Tools.toLayer({ lookup: ({ q }) => Effect.as(Ref.update(calls, (c) => [...c, q]), `${q} means water`) })
+
+const Runtime = Runner.layer().pipe(Layer.provide(Layer.merge(RunStoreMemory.layer(), CircuitBreaker.layer)))
+
+const agentGraph = <O = string>(options: Partial<Agent.Options<any, any, any, any, O>> = {}, tools = true) =>
+  Graph.make({ id: "agent-loop", state: S })
+    .node(
+      "agent",
+      { reads: ["question", "messages"], writes: ["answer", "messages"] },
+      Agent.node<any, any, any, typeof Tools.tools, O>({
+        model: "test-model",
+        pricing,
+        system: "You answer questions.",
+        history: (state) => state.messages,
+        prompt: (state) => state.question,
+        ...(tools ? { toolkit: Tools } : {}),
+        update: ({ messages, value }) => ({ answer: typeof value === "string" ? value : JSON.stringify(value), messages }),
+        ...options
+      })
+    )
+    .edge(Graph.START, "agent")
+    .edge("agent", Graph.END)
+    .compile
+
+const eventsOf = (runId: string) =>
+  Effect.flatMap(Runner.Runner, (runner) => Stream.runCollect(runner.events(runId))).pipe(
+    Effect.map((events): ReadonlyArray<RunEvent> => Chunk.toReadonlyArray(events))
+  )
+
+const pick = <T extends RunEvent["_tag"]>(events: ReadonlyArray<RunEvent>, tag: T) =>
+  events.filter((e): e is Extract<RunEvent, { _tag: T }> => e._tag === tag)
+
+const layerOf = (script: ScriptedModel.Script, calls: Ref.Ref<ReadonlyArray<string>>) =>
+  Layer.mergeAll(Runtime, ScriptedModel.layer(script), handlers(calls))
+
+const setup = (script: ScriptedModel.Script) =>
+  Effect.map(Ref.make<ReadonlyArray<string>>([]), (calls) => ({ calls, layer: layerOf(script, calls) }))
+
+const withSetup = <A, E>(
+  script: ScriptedModel.Script,
+  body: (calls: Ref.Ref<ReadonlyArray<string>>) => Effect.Effect<A, E, Layer.Layer.Success<ReturnType<typeof layerOf>>>
+) => Effect.flatMap(setup(script), ({ calls, layer }) => Effect.provide(body(calls), layer))
+
+const modelLog = Effect.flatMap(ScriptedModel.ScriptedModelLog, (log) => log.calls)
+
+describe("Agent.node: the tool loop", () => {
+  it.effect("runs the tools the model asks for, in parallel, feeds the results back and keeps the conversation", () =>
+    withSetup([
+      {
+        toolCalls: [{ name: "lookup", params: { q: "agua" } }, { name: "lookup", params: { q: "eau" } }],
+        usage: { inputTokens: 10, outputTokens: 5 }
+      },
+      { text: "Both mean water.", usage: { inputTokens: 30, outputTokens: 4 } }
+    ], (calls) =>
+      Effect.gen(function*() {
+        const runner = yield* Runner.Runner
+        const graph = yield* agentGraph()
+        const handle = yield* runner.start(graph, { question: "What do agua and eau mean?" })
+        const result = yield* handle.result
+        assert.strictEqual(result.status, "completed")
+        assert.strictEqual(result.state.answer, "Both mean water.")
+        assert.deepStrictEqual([...(yield* Ref.get(calls))].sort(), ["agua", "eau"])
+
+        const requests = yield* modelLog
+        assert.strictEqual(requests.length, 2)
+        assert.deepStrictEqual(requests[0]!.tools, ["lookup"])
+        const second = requests[1]!.prompt.content
+        assert.deepStrictEqual(second.map((m) => m.role), ["system", "user", "assistant", "tool"])
+        const toolMessage = second[3]!
+        assert.deepStrictEqual(
+          toolMessage.role === "tool" ? toolMessage.content.map((p) => [p.name, p.result, p.isFailure]) : [],
+          [["lookup", "agua means water", false], ["lookup", "eau means water", false]]
+        )
+
+        assert.deepStrictEqual(result.state.messages.map((m) => m.role), ["user", "assistant", "tool", "assistant"])
+        assert.strictEqual(result.usage.total.tokens, 49)
+
+        const events = yield* eventsOf(handle.runId)
+        assert.deepStrictEqual(pick(events, "ModelCalled").map((e) => [e.call, e.inputTokens, e.finishReason]), [
+          [0, 10, "tool-calls"],
+          [3, 30, "stop"]
+        ])
+        assert.deepStrictEqual(pick(events, "ToolCalled").map((e) => [e.call, e.tool, e.input]), [
+          [1, "lookup", { q: "agua" }],
+          [2, "lookup", { q: "eau" }]
+        ])
+        assert.deepStrictEqual(
+          pick(events, "ToolReturned").map((e) => [e.call, e.output, e.error]).sort(),
+          [[1, "agua means water", null], [2, "eau means water", null]]
+        )
+      })))
+
+  it.effect("hands a call with arguments that do not decode back to the model as a tool error", () =>
+    withSetup([
+      { toolCalls: [{ name: "lookup", params: { q: 42 } }] },
+      { toolCalls: [{ name: "lookup", params: { q: "agua" } }] },
+      { text: "agua means water" }
+    ], (calls) =>
+      Effect.gen(function*() {
+        const runner = yield* Runner.Runner
+        const handle = yield* runner.start(yield* agentGraph(), { question: "agua?" })
+        const result = yield* handle.result
+        assert.strictEqual(result.status, "completed")
+        assert.deepStrictEqual(yield* Ref.get(calls), ["agua"])
+        const requests = yield* modelLog
+        const tool = requests[1]!.prompt.content.at(-1)!
+        assert.strictEqual(tool.role, "tool")
+        const part = tool.role === "tool" ? tool.content[0]! : undefined
+        assert.isTrue(part?.isFailure)
+        assert.match(JSON.stringify(part?.result), /Failed to decode tool call parameters for tool 'lookup'/)
+        const returned = pick(yield* eventsOf(handle.runId), "ToolReturned")
+        assert.match(returned[0]!.error ?? "", /Failed to decode tool call parameters/)
+        assert.strictEqual(returned[1]!.error, null)
+      })))
+
+  it.effect("fails the run with AgentMaxIterationsError when the model never stops calling tools", () =>
+    withSetup(() => ({ toolCalls: [{ name: "lookup", params: { q: "again" } }] }), (calls) =>
+      Effect.gen(function*() {
+        const runner = yield* Runner.Runner
+        const handle = yield* runner.start(yield* agentGraph({ maxIterations: 3 }), { question: "loop" })
+        const result = yield* handle.result
+        assert.strictEqual(result.status, "failed")
+        assert.strictEqual(result.error?.tag, "AgentMaxIterationsError")
+        assert.match(result.error?.message ?? "", /made 3 model calls without a final answer \(it still asked for lookup\)/)
+        assert.strictEqual((yield* modelLog).length, 3, "not retried: another attempt would loop the same way")
+        assert.strictEqual((yield* Ref.get(calls)).length, 2)
+      })))
+
+  it.effect("decodes structured output, giving the model one repair turn with the decode error", () =>
+    withSetup([
+      { text: "{\"word\":\"agua\"}" },
+      { text: "{\"word\":\"agua\",\"meaning\":\"water\"}" }
+    ], () =>
+      Effect.gen(function*() {
+        const runner = yield* Runner.Runner
+        const output = Schema.Struct({ word: Schema.String, meaning: Schema.String })
+        const handle = yield* runner.start(yield* agentGraph({ output }), { question: "agua?" })
+        const result = yield* handle.result
+        assert.strictEqual(result.status, "completed")
+        assert.deepStrictEqual(JSON.parse(result.state.answer), { word: "agua", meaning: "water" })
+        const repair = (yield* modelLog)[1]!.prompt.content.at(-1)!
+        assert.strictEqual(repair.role, "user")
+        assert.match(JSON.stringify(repair.content), /does not match the required JSON schema.*meaning/)
+      })))
+
+  it.effect("fails with AgentOutputError naming the path when the repaired answer still does not decode", () =>
+    withSetup([
+      { text: "{\"word\":\"agua\",\"meaning\":1}" },
+      { text: "{\"word\":\"agua\",\"meaning\":2}" }
+    ], () =>
+      Effect.gen(function*() {
+        const runner = yield* Runner.Runner
+        const output = Schema.Struct({ word: Schema.String, meaning: Schema.String })
+        const handle = yield* runner.start(yield* agentGraph({ output }), { question: "agua?" })
+        const result = yield* handle.result
+        assert.strictEqual(result.status, "failed")
+        assert.strictEqual(result.error?.tag, "AgentOutputError")
+        assert.match(result.error?.message ?? "", /at \$\.meaning/)
+        assert.strictEqual((yield* modelLog).length, 2)
+      })))
+
+  it.effect("streams text deltas to Runner.watch, live only: the durable log holds none", () =>
+    withSetup([{ text: "streamed answer", usage: { inputTokens: 3, outputTokens: 2 } }], () =>
+      Effect.gen(function*() {
+        const runner = yield* Runner.Runner
+        const graph = yield* agentGraph({ stream: true }, false)
+        const handle = yield* runner.start(graph, { question: "stream it" }, { interruptBefore: ["agent"] })
+        yield* handle.result
+        const watching = yield* Effect.fork(Stream.runCollect(runner.watch(handle.runId)))
+        yield* Effect.yieldNow()
+        yield* runner.respond(graph, handle.runId, { _tag: "approve" })
+        const seen: ReadonlyArray<LiveEvent> = Chunk.toReadonlyArray(yield* Fiber.join(watching))
+        const deltas = seen.filter((e) => e._tag === "ModelDelta")
+        assert.deepStrictEqual(deltas.map((d) => [d.node, d.call, d.kind, d.delta]), [["agent", 0, "text", "streamed answer"]])
+        const called = seen.findIndex((e) => e._tag === "ModelCalled")
+        assert.isBelow(seen.findIndex((e) => e._tag === "ModelDelta"), called + 1)
+        const stored = yield* eventsOf(handle.runId)
+        assert.isFalse(stored.some((e) => (e._tag as string) === "ModelDelta"))
+        assert.deepStrictEqual(stored.map((e) => e.seq), stored.map((_, i) => i + 1))
+        const result = yield* handle.result
+        assert.strictEqual(result.state.answer, "streamed answer")
+        assert.strictEqual((yield* modelLog)[0]!.method, "streamText")
+      })))
+})
