@@ -2,7 +2,7 @@
  * Nodes: what a node receives (its context), what it may return (an update or a command), and
  * the policy the runtime applies around it (timeout, retries, circuit breaker, budget).
  */
-import { Duration, Effect, Schedule, Schema } from "effect"
+import { Clock, Duration, Effect, Schedule, Schema } from "effect"
 import type { BudgetExceededError } from "./Errors.js"
 
 /** A human's answer to an interrupt (or a breakpoint); `timeout` is what an expired wait receives. */
@@ -142,20 +142,55 @@ export interface NodePolicy {
    * Which failures are worth another attempt. A throw in the node's code reaches it as a
    * `NodeDefectError` (the thrown value in `defect`). By default every failure and every throw is
    * retried except the ones the runtime marks final: `StateValidationError`, `WritePermissionError`,
-   * `RoutingError`, `BudgetExceededError`, `UserCodeError`. Waiting for a human and interrupts are never retried.
+   * `RoutingError`, `BudgetExceededError`, `UserCodeError`, `StaleClaimError`, the agent errors, and HTTP
+   * responses another attempt cannot fix (400, 401, 403, 404, 422). Waiting for a human and interrupts are never retried.
    */
   readonly retryOn?: (error: unknown) => boolean
   readonly breaker?: BreakerPolicy
 }
 
-/** The retry schedule of a policy: exponential, optionally jittered, capped, bounded. */
+/**
+ * How long a failure asks to wait before it is tried again (ms): its `retryAfterMillis`, or the
+ * `Retry-After` header (seconds or an HTTP date) of an `@effect/ai` `HttpResponseError` (429, 503).
+ */
+export const retryAfterOf = (error: unknown, now: number): number | undefined => {
+  if (typeof error !== "object" || error === null) return undefined
+  if ("retryAfterMillis" in error && typeof error.retryAfterMillis === "number") return error.retryAfterMillis
+  const response = "_tag" in error && error._tag === "HttpResponseError" && "response" in error
+    ? error.response as { readonly status?: number; readonly headers?: Record<string, string> }
+    : undefined
+  const header = response?.headers?.["retry-after"]
+  if (header === undefined) return undefined
+  const seconds = Number(header)
+  if (header.trim() !== "" && Number.isFinite(seconds)) return Math.max(0, seconds * 1000)
+  const date = Date.parse(header)
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now)
+}
+
+/** Whether a failure is an HTTP response that another attempt cannot fix (400, 401, 403, 404, 422). */
+export const isPermanentHttpFailure = (error: unknown): boolean =>
+  typeof error === "object" && error !== null && "_tag" in error && error._tag === "HttpResponseError" &&
+  "response" in error && [400, 401, 403, 404, 422].includes((error.response as { readonly status: number }).status)
+
+/**
+ * The retry schedule of a policy: exponential, optionally jittered, capped, bounded; a failure that
+ * says how long to wait (`Retry-After`) waits at least that long.
+ */
 export const retrySchedule = (policy: RetryPolicy): Schedule.Schedule<unknown, unknown> => {
   const cap = Duration.toMillis(policy.maxDelay ?? "10 seconds")
   const base = Schedule.exponential(policy.initialDelay ?? "100 millis", policy.factor ?? 2).pipe(
     Schedule.modifyDelay((d) => Duration.millis(Math.min(Duration.toMillis(d), cap)))
   )
   const shaped = policy.jitter === false ? base : Schedule.jitteredWith(base, { min: 0, max: 1 })
-  return Schedule.intersect(shaped, Schedule.recurs(Math.max(0, (policy.maxAttempts ?? 3) - 1)))
+  const askedFor = Schedule.identity<unknown>().pipe(
+    Schedule.addDelayEffect((error) =>
+      Effect.map(Clock.currentTimeMillis, (now) => Duration.millis(retryAfterOf(error, now) ?? 0))
+    )
+  )
+  return Schedule.intersect(
+    Schedule.intersect(shaped, askedFor),
+    Schedule.recurs(Math.max(0, (policy.maxAttempts ?? 3) - 1))
+  )
 }
 
 /** The decision an approval node records. */

@@ -1,6 +1,6 @@
-import { Tool, Toolkit } from "@effect/ai"
+import { AiError, Tool, Toolkit } from "@effect/ai"
 import { assert, describe, it } from "@effect/vitest"
-import { Chunk, Effect, Fiber, Layer, Ref, Schema, Stream } from "effect"
+import { Chunk, Effect, Fiber, Layer, Option, Ref, Schema, Stream, TestClock } from "effect"
 import * as Agent from "../src/Agent.js"
 import type { LiveEvent, RunEvent } from "../src/Events.js"
 import { CircuitBreaker, Graph, Runner, RunStoreMemory, State } from "../src/index.js"
@@ -205,5 +205,61 @@ describe("Agent.node: the tool loop", () => {
         const result = yield* handle.result
         assert.strictEqual(result.state.answer, "streamed answer")
         assert.strictEqual((yield* modelLog)[0]!.method, "streamText")
+      })))
+
+  const httpFailure = (status: number, headers: Record<string, string> = {}) =>
+    ScriptedModel.fail(
+      new AiError.HttpResponseError({
+        module: "OpenAiClient",
+        method: "createResponse",
+        request: { method: "POST", url: "http://127.0.0.1/v1/responses", urlParams: [], hash: Option.none(), headers: {} },
+        response: { status, headers },
+        reason: "StatusCode",
+        description: `status ${status}`
+      })
+    )
+
+  it.effect("waits as long as a 429's Retry-After asks before the next attempt, within the node's retry policy", () =>
+    withSetup([httpFailure(429, { "retry-after": "5" }), { text: "after the wait" }], () =>
+      Effect.gen(function*() {
+        const runner = yield* Runner.Runner
+        const graph = yield* Graph.make({ id: "agent-retry-after", state: S })
+          .node(
+            "agent",
+            { writes: ["answer"], policy: { retry: { maxAttempts: 3, initialDelay: "10 millis", jitter: false } } },
+            Agent.node({ model: "test-model", pricing, prompt: () => "hi", update: ({ text }) => ({ answer: text }) })
+          )
+          .edge(Graph.START, "agent")
+          .edge("agent", Graph.END)
+          .compile
+        const handle = yield* runner.start(graph, {})
+        const result = yield* Effect.fork(handle.result)
+        yield* TestClock.adjust("4900 millis")
+        assert.strictEqual((yield* modelLog).length, 1, "the backoff alone (10 ms) would have retried already")
+        yield* TestClock.adjust("100 millis")
+        const done = yield* Fiber.join(result)
+        assert.strictEqual(done.status, "completed")
+        assert.strictEqual(done.state.answer, "after the wait")
+        assert.strictEqual((yield* modelLog).length, 2)
+      })))
+
+  it.effect("does not retry a 401: another attempt cannot fix a rejected key", () =>
+    withSetup([httpFailure(401), { text: "never" }], () =>
+      Effect.gen(function*() {
+        const runner = yield* Runner.Runner
+        const graph = yield* Graph.make({ id: "agent-401", state: S })
+          .node(
+            "agent",
+            { writes: ["answer"], policy: { retry: { maxAttempts: 3, initialDelay: "10 millis", jitter: false } } },
+            Agent.node({ model: "test-model", pricing, prompt: () => "hi", update: ({ text }) => ({ answer: text }) })
+          )
+          .edge(Graph.START, "agent")
+          .edge("agent", Graph.END)
+          .compile
+        const handle = yield* runner.start(graph, {})
+        const result = yield* handle.result
+        assert.strictEqual(result.status, "failed")
+        assert.strictEqual(result.error?.tag, "HttpResponseError")
+        assert.strictEqual((yield* modelLog).length, 1)
       })))
 })

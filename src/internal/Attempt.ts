@@ -15,7 +15,7 @@ import {
   WritePermissionError
 } from "../Errors.js"
 import type { CompiledGraph, CompiledNode } from "../Graph.js"
-import { type HumanResponse, isCommand, NodeInterrupt, retrySchedule } from "../Node.js"
+import { type HumanResponse, isCommand, isPermanentHttpFailure, NodeInterrupt, retrySchedule } from "../Node.js"
 import { AttemptContext, type InstanceScope, project } from "./NodeContext.js"
 import type { Draft, Entry, Env, FailureInfo, Position, Stamp } from "./Position.js"
 import { checkCommand } from "./Routing.js"
@@ -59,7 +59,8 @@ const finalTags = new Set([
 
 /** Whether a failure is worth another attempt when the policy has no `retryOn`: any the runtime does not mark final. */
 export const defaultRetryable = (error: unknown) =>
-  !(typeof error === "object" && error !== null && "_tag" in error && finalTags.has(String(error._tag)))
+  !(typeof error === "object" && error !== null && "_tag" in error && finalTags.has(String(error._tag))) &&
+  !isPermanentHttpFailure(error)
 
 const describeDefect = (defect: unknown): string => {
   const { message, tag } = describe(defect)
