@@ -11,6 +11,7 @@ import {
   type RunStatusError,
   type StaleClaimError
 } from "../Errors.js"
+import { CallJournal } from "../services/CallJournal.js"
 import type { Interrupt, RunRecord, RunStatus } from "../services/RunStore.js"
 import { commit, failureOf, stampFor, type Writer } from "./Commit.js"
 import { budgetEvents } from "./Budget.js"
@@ -130,7 +131,10 @@ export const drive = (env: Env, writer: Writer): Effect.Effect<Settled, DriveErr
           ? []
           : outcome.executed.filter((n) => config.interruptAfter.includes(n))
         if (after.length > 0) return settle(...breakpoint(stamp, events, next, "after", after))
-        return Effect.zipRight(commit(writer, { status: "running", events, pos: next }), step(next))
+        return commit(writer, { status: "running", events, pos: next }).pipe(
+          Effect.zipRight(pruneJournal(events)),
+          Effect.zipRight(step(next))
+        )
       }
     }
   }
@@ -148,10 +152,23 @@ export const drive = (env: Env, writer: Writer): Effect.Effect<Settled, DriveErr
     error?: FailureInfo,
     waitUntil: number | null = null
   ): Effect.Effect<Settled, DriveError> =>
-    Effect.map(
-      commit(writer, { status, events, pos: status === "failed" || status === "timed_out" ? undefined : pos, error, waitUntil }),
-      (run) => ({ run, pos })
-    )
+    commit(writer, { status, events, pos: status === "failed" || status === "timed_out" ? undefined : pos, error, waitUntil })
+      .pipe(
+        Effect.tap(() => status === "waiting" ? Effect.void : pruneJournal(events)),
+        Effect.map((run) => ({ run, pos }))
+      )
+
+  /**
+   * Once a step that made model or tool calls has committed (and did not park waiting), no resume
+   * needs the run's journal rows: steps run one at a time, so every row belongs to a committed step.
+   */
+  const pruneJournal = (events: ReadonlyArray<Draft>): Effect.Effect<void> =>
+    events.some((e) => e._tag === "ModelCalled" || e._tag === "ToolReturned")
+      ? Effect.flatMap(
+        Effect.serviceOption(CallJournal),
+        Option.match({ onNone: () => Effect.void, onSome: (journal) => Effect.asVoid(journal.prune(env.runId, Number.MAX_SAFE_INTEGER)) })
+      )
+      : Effect.void
 
   return step(writer.cursor.pos)
 }
