@@ -8,7 +8,8 @@ import { Context, Deferred, Effect, FiberId, FiberMap, Layer, Option, type Strea
 import { CircuitBreakers } from "./CircuitBreaker.js"
 import {
   type EventLogCorruptionError,
-  type InputValidationError,
+  GraphMismatchError,
+  InputValidationError,
   type RunNotFoundError,
   RunStatusError,
   StaleClaimError
@@ -24,6 +25,7 @@ import * as Load from "./internal/Load.js"
 import * as RunEvents from "./internal/RunEvents.js"
 import type { Position } from "./internal/Position.js"
 import type { HumanResponse } from "./Node.js"
+import * as State from "./State.js"
 import { EventSink } from "./services/EventSink.js"
 import {
   type Checkpoint,
@@ -82,6 +84,19 @@ export class Runner extends Context.Tag("fibergraph/Runner")<Runner, {
     input: Partial<S>,
     options?: StartOptions
   ) => Effect.Effect<RunHandle<S>, StartError, R>
+  /**
+   * Continues a thread: starts a new run of `graph` from a completed run's final state with `input`
+   * merged in through the state's reducers (a new user message appended to a conversation), linked
+   * to the run it continues (`parentRunId`). The tenant is kept unless `options` names another.
+   */
+  readonly continue: <S, E, R>(
+    graph: CompiledGraph<any, E, R> & { readonly state: { readonly schema: { readonly Type: S } } },
+    runId: string,
+    input: Partial<S>,
+    options?: StartOptions
+  ) => Effect.Effect<RunHandle<S>, StartError | LoadError | RunStatusError, R>
+  /** A thread's runs, oldest first, ending with `runId`: each run and the runs it continued. */
+  readonly thread: (runId: string) => Effect.Effect<ReadonlyArray<RunRecord>, RunNotFoundError>
   /** Takes up a stored run that is not running here (after a crash or restart) and continues it. */
   readonly resume: <S, E, R>(
     graph: CompiledGraph<any, E, R> & { readonly state: { readonly schema: { readonly Type: S } } },
@@ -256,6 +271,50 @@ export const make = (options: Options = {}) =>
         return handle<S>(graph, admitted.run.runId)
       })
 
+    // --- Threads ---
+
+    const continueRun = <S, E, R>(graph: CompiledGraph<any, E, R>, runId: string, input: Partial<S>, opts: StartOptions = {}) =>
+      Effect.gen(function*() {
+        const run = yield* store.get(runId)
+        if (run.status !== "completed") {
+          return yield* new RunStatusError({ runId, status: run.status, expected: "completed (to continue its thread)" })
+        }
+        if (run.graphId !== graph.id) {
+          return yield* new GraphMismatchError({
+            runId,
+            graphId: run.graphId,
+            storedVersion: run.graphVersion,
+            storedHash: run.graphHash,
+            version: graph.version,
+            hash: graph.hash
+          })
+        }
+        const previous = yield* stored<S>(graph, runId)
+        const state = yield* Effect.try({
+          try: () => State.reduce(graph.state, previous.state as Record<string, unknown>, input as Record<string, unknown>),
+          catch: (error) =>
+            new InputValidationError({
+              graphId: graph.id,
+              detail: `the input does not merge into run ${runId}'s final state: ${error instanceof Error ? error.message : String(error)}`
+            })
+        })
+        return yield* start<S, E, R>(graph, state as Partial<S>, { tenant: run.tenant, ...opts, parentRunId: runId })
+      })
+
+    const thread = (runId: string) =>
+      Effect.gen(function*() {
+        const runs: Array<RunRecord> = []
+        const seen = new Set<string>()
+        let next: string | null = runId
+        while (next !== null && !seen.has(next)) {
+          seen.add(next)
+          const run: RunRecord = runs.length === 0 ? yield* store.get(next) : yield* Effect.orDie(store.get(next))
+          runs.push(run)
+          next = run.parentRunId
+        }
+        return runs.reverse()
+      })
+
     const resume = <S, E, R>(graph: CompiledGraph<any, E, R>, runId: string) =>
       Effect.gen(function*() {
         const run = yield* store.get(runId)
@@ -332,6 +391,8 @@ export const make = (options: Options = {}) =>
     return Runner.of({
       start: start as Runner["Type"]["start"],
       resume: resume as Runner["Type"]["resume"],
+      continue: continueRun as Runner["Type"]["continue"],
+      thread,
       adopt: adopt as Runner["Type"]["adopt"],
       prepare: (graph, input, opts) =>
         Effect.map(

@@ -262,4 +262,44 @@ describe("Agent.node: the tool loop", () => {
         assert.strictEqual(result.error?.tag, "HttpResponseError")
         assert.strictEqual((yield* modelLog).length, 1)
       })))
+
+  it.effect("continues a thread: a new run from a completed run's final state, the new message appended", () =>
+    withSetup([{ text: "Hello!" }, { text: "You said hi before." }], () =>
+      Effect.gen(function*() {
+        const runner = yield* Runner.Runner
+        const graph = yield* Graph.make({ id: "agent-chat", state: S })
+          .node(
+            "agent",
+            { reads: ["messages"], writes: ["messages", "answer"] },
+            Agent.node({
+              model: "test-model",
+              pricing,
+              history: (state: { readonly messages: ReadonlyArray<Agent.Message> }) => state.messages,
+              update: ({ messages, text }) => ({ messages, answer: text })
+            })
+          )
+          .edge(Graph.START, "agent")
+          .edge("agent", Graph.END)
+          .compile
+        const first = yield* runner.start(graph, { messages: [{ role: "user", content: "hi" }] }, { tenant: "acme" })
+        assert.strictEqual((yield* first.result).status, "completed")
+        const second = yield* runner.continue(graph, first.runId, { messages: [{ role: "user", content: "what did I say?" }] })
+        const result = yield* second.result
+        assert.strictEqual(result.status, "completed")
+        assert.strictEqual(result.state.answer, "You said hi before.")
+        assert.deepStrictEqual(
+          result.state.messages.map((m) => [m.role, typeof m.content === "string" ? m.content : (m.content[0] as any)?.text]),
+          [["user", "hi"], ["assistant", "Hello!"], ["user", "what did I say?"], ["assistant", "You said hi before."]]
+        )
+        assert.strictEqual((yield* modelLog)[1]!.prompt.content.length, 3)
+        const thread = yield* runner.thread(second.runId)
+        assert.deepStrictEqual(thread.map((r) => [r.runId, r.tenant]), [[first.runId, "acme"], [second.runId, "acme"]])
+
+        const notDone = yield* runner.start(graph, {}, { interruptBefore: ["agent"] })
+        yield* notDone.result
+        const refused = yield* Effect.flip(runner.continue(graph, notDone.runId, {}))
+        assert.strictEqual(refused._tag, "RunStatusError")
+        const bad = yield* Effect.flip(runner.continue(graph, first.runId, { messages: "not a list" as never }))
+        assert.include(["InputValidationError", "StateValidationError"], bad._tag)
+      })))
 })
