@@ -140,7 +140,7 @@ export class RoutingError extends Schema.TaggedError<RoutingError>()("RoutingErr
 }
 
 /** Where user code outside a node runs: a route, a fan-out's items, a reducer, a subgraph's output mapping, a migration, a START route. */
-export const UserFunction = Schema.Literal("route", "fanOut", "reducer", "output", "migrateFrom", "start")
+export const UserFunction = Schema.Literal("route", "fanOut", "reducer", "input", "output", "migrateFrom", "start")
 /** Where user code outside a node runs. */
 export type UserFunction = typeof UserFunction.Type
 
@@ -161,6 +161,7 @@ const describeFunction: Record<UserFunction, string> = {
   route: "route function (.route)",
   fanOut: "fan-out item function",
   reducer: "state reducer",
+  input: "subgraph input mapping",
   output: "subgraph output mapping",
   migrateFrom: "migrateFrom function",
   start: "START route"

@@ -32,9 +32,12 @@ export const node = <G extends CompiledGraph<any, any, any>, PS, I, U>(
   NodeFailedError | MaxStepsExceededError | UserCodeError | NodeInterrupt,
   G extends CompiledGraph<any, any, infer R> ? R : never
 > =>
-  Effect.suspend(() => {
-    const state = State.initial(graph.state, mapping.input(ctx.state, ctx.input) as Record<string, unknown>)
-    return Effect.flatMap(
+  Effect.try({
+    try: () => State.initial(graph.state, mapping.input(ctx.state, ctx.input) as Record<string, unknown>),
+    catch: (cause) =>
+      new UserCodeError({ graphId: ctx.graphId, node: ctx.node, function: "input", detail: thrownMessage(cause) })
+  }).pipe(Effect.flatMap((state) =>
+    Effect.flatMap(
       runToEnd(ctx as NodeContext<unknown, unknown>, graph, state),
       (ended): Effect.Effect<U, NodeFailedError | MaxStepsExceededError | UserCodeError | NodeInterrupt> => {
         switch (ended._tag) {
@@ -61,5 +64,5 @@ export const node = <G extends CompiledGraph<any, any, any>, PS, I, U>(
             return Effect.fail(new MaxStepsExceededError({ runId: ctx.runId, maxSteps: ended.maxSteps }))
         }
       }
-    ) as Effect.Effect<U, NodeFailedError | MaxStepsExceededError | UserCodeError | NodeInterrupt, never>
-  })
+    )
+  )) as Effect.Effect<U, NodeFailedError | MaxStepsExceededError | UserCodeError | NodeInterrupt, never>

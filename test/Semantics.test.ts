@@ -100,6 +100,21 @@ describe("user code outside a node that throws fails the run", () => {
       yield* expectUserCodeFailure(g, "sub", "output mapping")
     })))
 
+  it.effect("a throwing subgraph input mapping", () =>
+    withRunner(Effect.gen(function*() {
+      const child = yield* Graph.make({ id: "child", state: S })
+        .node("inner", {}, () => Effect.succeed({ value: "inner" }))
+        .edge(Graph.START, "inner")
+        .edge("inner", Graph.END)
+        .compile
+      const g = yield* Graph.make({ id: "throwing-input", state: S })
+        .node("sub", {}, Subgraph.node(child, { input: () => boom(), output: () => ({}) }))
+        .edge(Graph.START, "sub")
+        .edge("sub", Graph.END)
+        .compile
+      yield* expectUserCodeFailure(g, "sub", "input mapping")
+    })))
+
   it.effect("a throwing START route fails start with a typed error", () =>
     withRunner(Effect.gen(function*() {
       const g = yield* Graph.make({ id: "throwing-start", state: S })
