@@ -54,7 +54,9 @@ const finalTags = new Set([
   "StaleClaimError",
   "JournalDivergenceError",
   "AgentMaxIterationsError",
-  "AgentOutputError"
+  "AgentOutputError",
+  "ModelAuthError",
+  "ProviderConfigError"
 ])
 
 /** Whether a failure is worth another attempt when the policy has no `retryOn`: any the runtime does not mark final. */
