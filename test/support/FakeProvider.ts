@@ -65,6 +65,8 @@ export interface FakeRequest {
   readonly body: unknown
   readonly stream: boolean
   readonly model: string | undefined
+  /** How many tool results the request's conversation carries: which turn of an agent loop it is. */
+  readonly toolResults: number
 }
 
 /** The script of a server: replies by request index, or a function of the request and its index. */
@@ -76,6 +78,12 @@ export type FakeScript =
 export interface FakeLoop {
   readonly toolCall: FakeToolCall
   readonly times: number
+  /**
+   * What counts toward `times` (and fills `{{index}}`): `"requests"` (default) counts requests past the
+   * listed replies; `"toolResults"` counts the tool results in the request's conversation, so a call sent
+   * again after a crash or a retry gets the same answer as the first time.
+   */
+  readonly countBy?: "requests" | "toolResults"
   /** Default `{ text: "done" }`. */
   readonly final?: FakeReply
 }
@@ -126,7 +134,11 @@ const secretHeaders = new Set([
 /** A script from its JSON form: `replies[i]` for the first requests, then the loop's tool calls, then its final reply. */
 export const fromJson = (json: FakeScriptJson): FakeScript => {
   const replies = json.replies ?? []
-  return (_request, index) => {
+  return (request, index) => {
+    if (json.loop?.countBy === "toolResults") {
+      const step = request.toolResults
+      return step < json.loop.times ? loopReply(json.loop.toolCall, step) : json.loop.final ?? { text: "done" }
+    }
     if (index < replies.length) return replies[index]
     if (json.loop === undefined) return undefined
     const step = index - replies.length
@@ -149,9 +161,21 @@ const loopReply = (toolCall: FakeToolCall, index: number): FakeReply => ({
 
 /**
  * A script that answers with the same tool call (`{{index}}` in its string arguments replaced by the
- * request index) until `times` calls were answered so, then with `final`: a ten-call agent loop.
+ * request index, or the turn with `countBy: "toolResults"`) `times` times, then with `final`: a ten-call agent loop.
  */
 export const toolLoop = (loop: FakeLoop): FakeScript => fromJson({ loop })
+
+const items = (value: unknown): ReadonlyArray<unknown> => Array.isArray(value) ? value : []
+
+/** How many tool results a provider request body carries (OpenAI responses or chat, Anthropic messages). */
+export const toolResultsIn = (body: unknown): number =>
+  items(field(body, "input")).filter((item) => field(item, "type") === "function_call_output").length +
+  items(field(body, "messages")).reduce<number>(
+    (count, message) =>
+      count + (field(message, "role") === "tool" ? 1 : 0) +
+      items(field(message, "content")).filter((part) => field(part, "type") === "tool_result").length,
+    0
+  )
 
 const apiOf = (path: string): FakeApi => {
   const pathname = path.split("?")[0]!
@@ -600,7 +624,8 @@ export const start = (script: FakeScript, options: FakeOptions = {}): Effect.Eff
         auth: authOf(incoming.headers, options.apiKey),
         body,
         stream: field(body, "stream") === true,
-        model: typeof field(body, "model") === "string" ? field(body, "model") as string : undefined
+        model: typeof field(body, "model") === "string" ? field(body, "model") as string : undefined,
+        toolResults: toolResultsIn(body)
       }
       received.push(request)
       options.onRequest?.(request)

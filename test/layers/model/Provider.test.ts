@@ -15,6 +15,10 @@ import {
   Stream,
   Tracer
 } from "effect"
+import * as ChildProcess from "node:child_process"
+import * as NodeFs from "node:fs"
+import * as NodeOs from "node:os"
+import * as NodePath from "node:path"
 import * as Provider from "../../../src/layers/model/Provider.js"
 import * as ProviderErrors from "../../../src/layers/model/ProviderErrors.js"
 import * as FakeProvider from "../../support/FakeProvider.js"
@@ -434,5 +438,119 @@ describe("configuration", () => {
       assert.instanceOf(typed, ProviderErrors.ModelUnavailableError)
       assert.isTrue(ProviderErrors.retryable(typed))
       assert.isFalse(leaks(typed))
+    }))
+})
+
+describe("streamed failures", () => {
+  for (const { kind, model } of cases) {
+    it.scoped(`${kind}: a 429 on a streamed call is a ModelRateLimitedError with its Retry-After`, () =>
+      Effect.gen(function*() {
+        const fake = yield* FakeProvider.start([{ status: 429, headers: { "retry-after-ms": "1500" } }])
+        const error = yield* LanguageModel.streamText({ prompt: "hi" }).pipe(
+          Stream.runDrain,
+          Effect.flip,
+          using(fake, kind, model)
+        )
+        const typed = ProviderErrors.classify(error, { provider: kind, model })
+        assert.instanceOf(typed, ProviderErrors.ModelRateLimitedError)
+        assert.deepStrictEqual(ProviderErrors.retryDelay(typed), Option.some(Duration.millis(1500)))
+        assert.isFalse(leaks(error))
+      }))
+  }
+})
+
+describe("the fake provider", () => {
+  const post = (url: string, body: unknown) =>
+    Effect.promise(() =>
+      fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })
+        .then(async (response) => ({ status: response.status, text: await response.text() }))
+    )
+
+  it.scoped("speaks chat completions, JSON and SSE with usage", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeProvider.start([
+        { toolCalls: [{ name: "lookup", arguments: { q: "a", limit: 1 } }] },
+        { text: "two words", usage: { inputTokens: 2, outputTokens: 3 } }
+      ])
+      const json = yield* post(`${fake.openaiUrl}/chat/completions`, { model: "m", messages: [] })
+      const completion = JSON.parse(json.text)
+      assert.strictEqual(completion.choices[0].finish_reason, "tool_calls")
+      assert.deepStrictEqual(JSON.parse(completion.choices[0].message.tool_calls[0].function.arguments), { q: "a", limit: 1 })
+      const sse = yield* post(`${fake.openaiUrl}/chat/completions`, {
+        model: "m",
+        messages: [],
+        stream: true,
+        stream_options: { include_usage: true }
+      })
+      const events = sse.text.split("\n\n").filter((frame) => frame.startsWith("data: ")).map((frame) => frame.slice(6))
+      assert.strictEqual(events.at(-1), "[DONE]")
+      const chunks = events.slice(0, -1).map((data) => JSON.parse(data))
+      assert.strictEqual(chunks.map((chunk) => chunk.choices[0]?.delta?.content ?? "").join(""), "two words")
+      assert.deepStrictEqual(chunks.at(-1).usage, { prompt_tokens: 2, completion_tokens: 3, total_tokens: 5 })
+    }))
+
+  it.scoped("a loop counted by tool results answers a call sent again the same way", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeProvider.start(FakeProvider.fromJson({
+        loop: { toolCall: { name: "step", arguments: { n: "{{index}}" } }, times: 2, countBy: "toolResults", final: { text: "end" } }
+      }))
+      const turn = (results: number) =>
+        post(`${fake.openaiUrl}/responses`, {
+          model: "m",
+          input: [
+            { role: "user", content: "go" },
+            ...Array.from({ length: results }, (_, i) => ({ type: "function_call_output", call_id: `c${i}`, output: "ok" }))
+          ]
+        }).pipe(Effect.map(({ text }) => JSON.parse(text).output[0]))
+      const answers = yield* Effect.all([turn(0), turn(1), turn(1), turn(2)])
+      assert.deepStrictEqual(answers.map((item) => item.type === "function_call" ? JSON.parse(item.arguments).n : item.content[0].text), [
+        "0",
+        "1",
+        "1",
+        "end"
+      ])
+      assert.deepStrictEqual((yield* fake.requests).map((request) => request.toolResults), [0, 1, 1, 2])
+    }))
+
+  it.scoped("runs as its own process: prints its URL, answers the real client, logs every request without the key", () =>
+    Effect.gen(function*() {
+      const dir = NodeFs.mkdtempSync(NodePath.join(NodeOs.tmpdir(), "fibergraph-fake-provider-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => NodeFs.rmSync(dir, { recursive: true, force: true })))
+      const script = NodePath.join(dir, "script.json")
+      const log = NodePath.join(dir, "requests.jsonl")
+      NodeFs.writeFileSync(script, JSON.stringify({
+        replies: [{ text: "first" }],
+        loop: { toolCall: { name: "lookup", arguments: { q: "n{{index}}", limit: 1 } }, times: 1, final: { text: "last" } },
+        apiKey: key
+      }))
+      const { openaiUrl } = yield* Effect.acquireRelease(
+        Effect.async<{ readonly child: ChildProcess.ChildProcess; readonly openaiUrl: string }>((resume) => {
+          const child = ChildProcess.spawn(process.execPath, ["--import", "tsx", "test/support/fake-provider-main.ts", script, log], {
+            stdio: ["ignore", "pipe", "inherit"]
+          })
+          let out = ""
+          child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
+            out += chunk
+            const line = out.split("\n").find((candidate) => candidate.startsWith("{"))
+            if (line !== undefined) resume(Effect.succeed({ child, openaiUrl: JSON.parse(line).openaiUrl as string }))
+          })
+        }),
+        ({ child }) => Effect.sync(() => child.kill("SIGTERM"))
+      )
+      const layer = Layer.merge(
+        Provider.layer({ provider: "openai", model: "gpt-4.1-mini", apiKey: Redacted.make(key), baseUrl: openaiUrl }),
+        handlers
+      )
+      const results = yield* Effect.all([
+        LanguageModel.generateText({ prompt: "1" }),
+        LanguageModel.generateText({ prompt: "2", toolkit: Tools }),
+        LanguageModel.generateText({ prompt: "3" })
+      ]).pipe(Effect.provide(layer))
+      assert.deepStrictEqual(results.map((result) => result.text), ["first", "", "last"])
+      assert.deepStrictEqual(results[1]!.toolCalls.map((call) => call.params), [{ q: "n1", limit: 1 }])
+      const text = NodeFs.readFileSync(log, "utf8")
+      const logged = text.trim().split("\n").map((line) => JSON.parse(line) as FakeProvider.FakeRequest)
+      assert.deepStrictEqual(logged.map((request) => [request.index, request.auth.matched]), [[0, true], [1, true], [2, true]])
+      assert.isFalse(text.includes(key))
     }))
 })
