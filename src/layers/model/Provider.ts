@@ -21,7 +21,7 @@ import { OpenAiClient, OpenAiLanguageModel } from "@effect/ai-openai"
 import { FetchHttpClient, HttpClient } from "@effect/platform"
 import { Config, ConfigError, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
 import type { Scope } from "effect"
-import { keyVariables, ProviderConfigError, type ProviderName } from "./ProviderErrors.js"
+import { type ClassifyContext, keyVariables, ProviderConfigError, type ProviderName } from "./ProviderErrors.js"
 
 /** A parsed model spec. */
 export interface ModelSpec {
@@ -188,12 +188,10 @@ const transport = (provider: ProviderName, apiKey: Redacted.Redacted<string> | u
     )
   )
 
-const buildService = (
-  options: Options,
-  source: { readonly keyVariable: string; readonly baseUrlVariable: string }
-): Effect.Effect<LanguageModel.Service, ProviderConfigError, Scope.Scope> =>
+const buildService = (options: Options): Effect.Effect<LanguageModel.Service, ProviderConfigError, Scope.Scope> =>
   Effect.gen(function*() {
     const spec = `${options.provider}:${options.model}`
+    const source = { keyVariable: keyVariables[options.provider], baseUrlVariable: baseUrlVariables[options.provider] }
     if (options.model.trim() === "") {
       return yield* new ProviderConfigError({ spec, reason: `it names no model; ${accepted}` })
     }
@@ -235,14 +233,9 @@ const buildService = (
     )
   })
 
-const explicitSource = (provider: ProviderName) => ({
-  keyVariable: keyVariables[provider],
-  baseUrlVariable: baseUrlVariables[provider]
-})
-
 /** Builds the `LanguageModel` service for `options` (no configuration is read). */
 export const make = Effect.fn("Provider.make")(function*(options: Options) {
-  return yield* buildService(options, explicitSource(options.provider))
+  return yield* buildService(options)
 })
 
 const configFailure = (spec: string) => (error: ConfigError.ConfigError) =>
@@ -263,7 +256,7 @@ const fromSpec = (spec: string, variable?: string) =>
   Effect.gen(function*() {
     const parsed = yield* parseSpec(spec, variable)
     const options = yield* Effect.mapError(configFor(parsed), configFailure(spec))
-    return yield* buildService(options, explicitSource(parsed.provider))
+    return yield* buildService(options)
   })
 
 /**
@@ -271,7 +264,14 @@ const fromSpec = (spec: string, variable?: string) =>
  * configuration, or for explicit `Options`: what a graph or a node that names its own model uses.
  */
 export const languageModel = Effect.fn("Provider.languageModel")(function*(spec: string | Options) {
-  return yield* Effect.scoped(typeof spec === "string" ? fromSpec(spec) : buildService(spec, explicitSource(spec.provider)))
+  return yield* Effect.scoped(typeof spec === "string" ? fromSpec(spec) : buildService(spec))
+})
+
+/** What `ProviderErrors.classify` needs to know about a call to this model: provider, model, key variable. */
+export const classifyContext = (spec: ModelSpec): ClassifyContext => ({
+  provider: spec.provider,
+  model: spec.model,
+  keyVariable: keyVariables[spec.provider]
 })
 
 /** Provides `LanguageModel` for `options`, over its own `fetch` client. */

@@ -219,7 +219,7 @@ export const classify = (error: AiError.AiError, context: ClassifyContext = {}):
       })
     case "HttpResponseError": {
       const status = statusOf(error)
-      if (error.reason !== "StatusCode") {
+      if (error.reason !== "StatusCode" && status < 400) {
         return new ModelResponseError({
           provider,
           ...model,

@@ -283,6 +283,23 @@ for (const { header, kind, model } of cases) {
         assert.isFalse(typed.some(ProviderErrors.retryable))
       }))
 
+    it.scoped("an error status with a body that is not the provider's (a proxy's HTML page) is still typed by its status", () =>
+      Effect.gen(function*() {
+        const fake = yield* FakeProvider.start([
+          { status: 429, body: "<html>slow down</html>", contentType: "text/html", headers: { "retry-after": "3" } },
+          { status: 502, body: "<html>bad gateway</html>", contentType: "text/html" }
+        ])
+        const errors = yield* Effect.all([
+          Effect.flip(LanguageModel.generateText({ prompt: "hi" })),
+          Effect.flip(LanguageModel.generateText({ prompt: "hi" }))
+        ]).pipe(using(fake, kind, model))
+        const [limited, gateway] = errors.map((error) => ProviderErrors.classify(error, { provider: kind, model }))
+        assert.instanceOf(limited, ProviderErrors.ModelRateLimitedError)
+        assert.deepStrictEqual(ProviderErrors.retryDelay(limited!), Option.some(Duration.seconds(3)))
+        assert.instanceOf(gateway, ProviderErrors.ModelUnavailableError)
+        assert.strictEqual(gateway instanceof ProviderErrors.ModelUnavailableError ? gateway.status : 0, 502)
+      }))
+
     it.scoped("404 (an unknown model at the provider) is a ModelRequestError; not retried", () =>
       Effect.gen(function*() {
         const fake = yield* FakeProvider.start([{ status: 404, errorMessage: "The model `nope` does not exist" }])
@@ -382,6 +399,20 @@ describe("configuration", () => {
       const [request] = yield* fake.requests
       assert.strictEqual(request!.model, "llama3.1:8b")
       assert.strictEqual(request!.auth.header, "none")
+    }))
+
+  it.scoped("openai-compatible with FIBERGRAPH_MODEL_API_KEY sends it as a Bearer token; a rejection names that variable", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeProvider.start(() => ({ text: "ok" }), { apiKey: "the-server-key" })
+      const spec = { provider: "openai-compatible", model: "qwen2.5" } as const
+      const error = yield* Effect.flip(generate).pipe(
+        Effect.provide(Provider.layerConfig),
+        withConfig({ FIBERGRAPH_MODEL: "openai-compatible:qwen2.5", FIBERGRAPH_MODEL_BASE_URL: fake.openaiUrl, FIBERGRAPH_MODEL_API_KEY: key })
+      )
+      const typed = ProviderErrors.classify(error, Provider.classifyContext(spec))
+      assert.instanceOf(typed, ProviderErrors.ModelAuthError)
+      assert.include(typed.message, "set FIBERGRAPH_MODEL_API_KEY")
+      assert.deepStrictEqual((yield* fake.requests).map((request) => request.auth), [{ header: "authorization", matched: false }])
     }))
 
   it.scoped("Provider.languageModel(spec) gives a node its own model beside the default one", () =>
