@@ -34,13 +34,15 @@ export interface FakeReply {
   readonly delayMillis?: number
   /** Milliseconds between streamed events. */
   readonly streamDelayMillis?: number
+  /** The vectors of an embeddings request, one per input (default: 8 numbers derived from each input text). */
+  readonly embeddings?: ReadonlyArray<ReadonlyArray<number>>
   /** A raw body sent as is (with `status`, default 200, and `contentType`, default JSON): a malformed answer. */
   readonly body?: string
   readonly contentType?: string
 }
 
 /** Which wire format a request used, from its path. */
-export type FakeApi = "openai.responses" | "openai.chat" | "anthropic.messages" | "unknown"
+export type FakeApi = "openai.responses" | "openai.chat" | "openai.embeddings" | "anthropic.messages" | "unknown"
 
 /** How a request authenticated; the key itself is never recorded. */
 export interface FakeAuth {
@@ -181,6 +183,7 @@ const apiOf = (path: string): FakeApi => {
   const pathname = path.split("?")[0]!
   if (/\/responses$/.test(pathname)) return "openai.responses"
   if (/\/chat\/completions$/.test(pathname)) return "openai.chat"
+  if (/\/embeddings$/.test(pathname)) return "openai.embeddings"
   if (/\/messages$/.test(pathname)) return "anthropic.messages"
   return "unknown"
 }
@@ -464,6 +467,27 @@ const chatEvents = (reply: FakeReply, request: FakeRequest) => {
   return [...events.map((event) => ({ data: JSON.stringify(event) })), { data: "[DONE]" }]
 }
 
+// --- OpenAI embeddings ---
+
+const vectorOf = (text: string): Array<number> =>
+  Array.from({ length: 8 }, (_, position) => {
+    let hash = 2166136261 ^ position
+    for (const char of text) hash = Math.imul(hash ^ char.charCodeAt(0), 16777619)
+    return ((hash >>> 0) % 2000) / 1000 - 1
+  })
+
+const embeddingsJson = (reply: FakeReply, request: FakeRequest) => {
+  const raw = field(request.body, "input")
+  const inputs = Array.isArray(raw) ? raw.map(String) : [String(raw ?? "")]
+  const tokens = reply.usage?.inputTokens ?? inputs.reduce((sum, input) => sum + chunks(input).length, 0)
+  return {
+    object: "list",
+    data: inputs.map((input, index) => ({ object: "embedding", index, embedding: reply.embeddings?.[index] ?? vectorOf(input) })),
+    model: request.model ?? "fake-embedding",
+    usage: { prompt_tokens: tokens, total_tokens: tokens }
+  }
+}
+
 // --- Anthropic messages ---
 
 const anthropicStop = (reply: FakeReply) => ({ stop: "end_turn", "tool-calls": "tool_use", length: "max_tokens" })[finishOf(reply)]
@@ -574,6 +598,7 @@ const encode = (request: FakeRequest, reply: FakeReply | undefined): Encoded => 
     )
   }
   const status = reply.status ?? 200
+  if (request.api === "openai.embeddings") return json(status, embeddingsJson(reply, request), extra)
   if (request.stream) {
     const events = request.api === "openai.responses"
       ? responsesEvents(reply, request)

@@ -11,15 +11,16 @@
  *   `FIBERGRAPH_MODEL_BASE_URL` (required, e.g. `http://localhost:11434/v1`), key `FIBERGRAPH_MODEL_API_KEY`
  *   (optional).
  * `FIBERGRAPH_MODEL` names the default model of `layerConfig`; a node can name its own spec through
- * `languageModel`. Keys are read with `Config.redacted` and never appear in an error, a log or a span:
+ * `languageModel`. `FIBERGRAPH_EMBEDDING_MODEL` names the `EmbeddingModel` of `layerEmbeddingConfig`
+ * (`openai:` or `openai-compatible:` specs, same keys and base URLs). Keys are read with `Config.redacted` and never appear in an error, a log or a span:
  * the key is added by the `fetch` transport (`FetchHttpClient.RequestInit`), so no `HttpClientRequest`, and
  * hence no error, span or log `@effect/ai` derives from one, ever holds it; errors are `scrub`bed as well.
  */
-import { AiError, LanguageModel } from "@effect/ai"
+import { AiError, EmbeddingModel, LanguageModel } from "@effect/ai"
 import { AnthropicClient, AnthropicLanguageModel } from "@effect/ai-anthropic"
-import { OpenAiClient, OpenAiLanguageModel } from "@effect/ai-openai"
+import { OpenAiClient, OpenAiEmbeddingModel, OpenAiLanguageModel } from "@effect/ai-openai"
 import { FetchHttpClient, HttpClient } from "@effect/platform"
-import { Config, ConfigError, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
+import { Config, ConfigError, Context, Effect, Either, Layer, Option, Redacted, Stream } from "effect"
 import type { Scope } from "effect"
 import { type ClassifyContext, keyVariables, ProviderConfigError, type ProviderName } from "./ProviderErrors.js"
 
@@ -44,7 +45,9 @@ export const defaults = {
     anthropic: "https://api.anthropic.com"
   },
   /** The variable that names the default model. */
-  modelVariable: "FIBERGRAPH_MODEL"
+  modelVariable: "FIBERGRAPH_MODEL",
+  /** The variable that names the embedding model. */
+  embeddingModelVariable: "FIBERGRAPH_EMBEDDING_MODEL"
 } as const
 
 /** The variable each provider's base URL is read from. */
@@ -188,10 +191,18 @@ const transport = (provider: ProviderName, apiKey: Redacted.Redacted<string> | u
     )
   )
 
-const buildService = (options: Options): Effect.Effect<LanguageModel.Service, ProviderConfigError, Scope.Scope> =>
+interface Checked {
+  readonly spec: string
+  readonly apiKey: Redacted.Redacted<string> | undefined
+  readonly apiUrl: string
+  readonly http: HttpClient.HttpClient
+}
+
+const check = (options: Options): Effect.Effect<Checked, ProviderConfigError> =>
   Effect.gen(function*() {
     const spec = `${options.provider}:${options.model}`
-    const source = { keyVariable: keyVariables[options.provider], baseUrlVariable: baseUrlVariables[options.provider] }
+    const keyVariable = keyVariables[options.provider]
+    const baseUrlVariable = baseUrlVariables[options.provider]
     if (options.model.trim() === "") {
       return yield* new ProviderConfigError({ spec, reason: `it names no model; ${accepted}` })
     }
@@ -200,21 +211,31 @@ const buildService = (options: Options): Effect.Effect<LanguageModel.Service, Pr
     if (apiKey === undefined && options.provider !== "openai-compatible") {
       return yield* new ProviderConfigError({
         spec,
-        variable: source.keyVariable,
-        reason: `no API key; set ${source.keyVariable} to your ${options.provider} API key`
+        variable: keyVariable,
+        reason: `no API key; set ${keyVariable} to your ${options.provider} API key`
       })
     }
     if (options.baseUrl === undefined && options.provider === "openai-compatible") {
       return yield* new ProviderConfigError({
         spec,
-        variable: source.baseUrlVariable,
-        reason: `an openai-compatible model needs its server's URL; set ${source.baseUrlVariable} ` +
+        variable: baseUrlVariable,
+        reason: `an openai-compatible model needs its server's URL; set ${baseUrlVariable} ` +
           "(e.g. http://localhost:11434/v1 for Ollama, http://localhost:8000/v1 for vLLM)"
       })
     }
+    const apiUrl = yield* checkBaseUrl(
+      options.baseUrl ?? (options.provider === "anthropic" ? defaults.baseUrl.anthropic : defaults.baseUrl.openai),
+      spec,
+      baseUrlVariable
+    )
     const http = yield* transport(options.provider, apiKey)
+    return { spec, apiKey, apiUrl, http }
+  })
+
+const buildService = (options: Options): Effect.Effect<LanguageModel.Service, ProviderConfigError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { apiKey, apiUrl, http } = yield* check(options)
     if (options.provider === "anthropic") {
-      const apiUrl = yield* checkBaseUrl(options.baseUrl ?? defaults.baseUrl.anthropic, spec, source.baseUrlVariable)
       const client = yield* Effect.provideService(AnthropicClient.make({ apiUrl }), HttpClient.HttpClient, http)
       return scrubbing(
         yield* Effect.provideService(
@@ -225,12 +246,36 @@ const buildService = (options: Options): Effect.Effect<LanguageModel.Service, Pr
         apiKey
       )
     }
-    const apiUrl = yield* checkBaseUrl(options.baseUrl ?? defaults.baseUrl.openai, spec, source.baseUrlVariable)
     const client = yield* Effect.provideService(OpenAiClient.make({ apiUrl }), HttpClient.HttpClient, http)
     return scrubbing(
       yield* Effect.provideService(OpenAiLanguageModel.make({ model: options.model }), OpenAiClient.OpenAiClient, client),
       apiKey
     )
+  })
+
+const buildEmbedding = (options: Options): Effect.Effect<EmbeddingModel.Service, ProviderConfigError, Scope.Scope> =>
+  Effect.gen(function*() {
+    if (options.provider === "anthropic") {
+      return yield* new ProviderConfigError({
+        spec: `${options.provider}:${options.model}`,
+        reason: "Anthropic has no embeddings API; write openai:<model> (e.g. openai:text-embedding-3-small) " +
+          "or openai-compatible:<model> with FIBERGRAPH_MODEL_BASE_URL"
+      })
+    }
+    const { apiKey, apiUrl, http } = yield* check(options)
+    const client = yield* Effect.provideService(OpenAiClient.make({ apiUrl }), HttpClient.HttpClient, http)
+    const context = yield* Layer.build(
+      OpenAiEmbeddingModel.layerBatched({ model: options.model }).pipe(
+        Layer.provide(Layer.succeed(OpenAiClient.OpenAiClient, client))
+      )
+    )
+    const service = Context.get(context, EmbeddingModel.EmbeddingModel)
+    const secrets = apiKey === undefined ? [] : [Redacted.value(apiKey)]
+    return {
+      embed: (input) => Effect.mapError(service.embed(input), (error) => scrub(error, secrets)),
+      embedMany: (input, embedOptions) =>
+        Effect.mapError(service.embedMany(input, embedOptions), (error) => scrub(error, secrets))
+    }
   })
 
 /** Builds the `LanguageModel` service for `options` (no configuration is read). */
@@ -252,12 +297,13 @@ export const configFor = (spec: ModelSpec): Config.Config<Options> =>
     ...(Option.isSome(baseUrl) && baseUrl.value.trim() !== "" ? { baseUrl: baseUrl.value.trim() } : {})
   })))
 
-const fromSpec = (spec: string, variable?: string) =>
+const optionsFromSpec = (spec: string, variable?: string) =>
   Effect.gen(function*() {
     const parsed = yield* parseSpec(spec, variable)
-    const options = yield* Effect.mapError(configFor(parsed), configFailure(spec))
-    return yield* buildService(options)
+    return yield* Effect.mapError(configFor(parsed), configFailure(spec))
   })
+
+const fromSpec = (spec: string, variable?: string) => Effect.flatMap(optionsFromSpec(spec, variable), buildService)
 
 /**
  * A `LanguageModel` service for one model spec (`"openai:gpt-4.1"`), its key and base URL read from
@@ -277,6 +323,38 @@ export const classifyContext = (spec: ModelSpec): ClassifyContext => ({
 /** Provides `LanguageModel` for `options`, over its own `fetch` client. */
 export const layer = (options: Options): Layer.Layer<LanguageModel.LanguageModel, ProviderConfigError> =>
   Layer.scoped(LanguageModel.LanguageModel, make(options))
+
+/**
+ * An `EmbeddingModel` service for one spec (`"openai:text-embedding-3-small"`, or `openai-compatible:<model>`),
+ * its key and base URL read from configuration, or for explicit `Options`; Anthropic has no embeddings API.
+ */
+export const embeddingModel = Effect.fn("Provider.embeddingModel")(function*(spec: string | Options) {
+  return yield* Effect.scoped(
+    typeof spec === "string"
+      ? Effect.flatMap(optionsFromSpec(spec), buildEmbedding)
+      : buildEmbedding(spec)
+  )
+})
+
+/** Provides `EmbeddingModel` for `options`, over its own `fetch` client. */
+export const layerEmbedding = (options: Options): Layer.Layer<EmbeddingModel.EmbeddingModel, ProviderConfigError> =>
+  Layer.effect(EmbeddingModel.EmbeddingModel, embeddingModel(options))
+
+/** Provides `EmbeddingModel` for the spec in `FIBERGRAPH_EMBEDDING_MODEL`, like `layerConfig`. */
+export const layerEmbeddingConfig: Layer.Layer<EmbeddingModel.EmbeddingModel, ProviderConfigError> = Layer.effect(
+  EmbeddingModel.EmbeddingModel,
+  Effect.gen(function*() {
+    const variable = defaults.embeddingModelVariable
+    const spec = yield* Effect.mapError(Config.option(Config.string(variable)), configFailure(""))
+    if (Option.isNone(spec)) {
+      return yield* new ProviderConfigError({
+        variable,
+        reason: `no embedding model is configured; set ${variable}, e.g. ${variable}=openai:text-embedding-3-small`
+      })
+    }
+    return yield* Effect.scoped(Effect.flatMap(optionsFromSpec(spec.value, variable), buildEmbedding))
+  }).pipe(Effect.withSpan("Provider.layerEmbeddingConfig"))
+)
 
 /** The default model spec from `FIBERGRAPH_MODEL`. */
 export const modelConfig: Config.Config<Option.Option<string>> = Config.option(Config.string(defaults.modelVariable))

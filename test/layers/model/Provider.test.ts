@@ -1,4 +1,4 @@
-import { AiError, LanguageModel, Tool, Toolkit } from "@effect/ai"
+import { AiError, EmbeddingModel, LanguageModel, Tool, Toolkit } from "@effect/ai"
 import { assert, describe, it } from "@effect/vitest"
 import {
   Cause,
@@ -469,6 +469,45 @@ describe("configuration", () => {
       assert.instanceOf(typed, ProviderErrors.ModelUnavailableError)
       assert.isTrue(ProviderErrors.retryable(typed))
       assert.isFalse(leaks(typed))
+    }))
+})
+
+describe("embeddings", () => {
+  it.scoped("FIBERGRAPH_EMBEDDING_MODEL gives an EmbeddingModel over the OpenAI embeddings API; one request per batch", () =>
+    Effect.gen(function*() {
+      const fake = yield* FakeProvider.start([{ embeddings: [[1, 0], [0, 1]] }, { status: 429, headers: { "retry-after": "2" } }], {
+        apiKey: key
+      })
+      const [vectors, failure] = yield* Effect.all([
+        EmbeddingModel.EmbeddingModel.pipe(Effect.flatMap((model) => model.embedMany(["north", "east"]))),
+        EmbeddingModel.EmbeddingModel.pipe(Effect.flatMap((model) => Effect.flip(model.embed("south"))))
+      ]).pipe(
+        Effect.provide(Provider.layerEmbeddingConfig),
+        withConfig({
+          FIBERGRAPH_EMBEDDING_MODEL: "openai:text-embedding-3-small",
+          OPENAI_API_KEY: key,
+          OPENAI_BASE_URL: fake.openaiUrl
+        })
+      )
+      assert.deepStrictEqual(vectors, [[1, 0], [0, 1]])
+      const typed = ProviderErrors.classify(failure, { provider: "openai" })
+      assert.instanceOf(typed, ProviderErrors.ModelRateLimitedError)
+      assert.isFalse(leaks(failure))
+      const requests = yield* fake.requests
+      assert.deepStrictEqual(requests.map((request) => [request.api, request.model, request.auth.matched]), [
+        ["openai.embeddings", "text-embedding-3-small", true],
+        ["openai.embeddings", "text-embedding-3-small", true]
+      ])
+      assert.deepStrictEqual((requests[0]!.body as { input: unknown }).input, ["north", "east"])
+    }))
+
+  it.effect("an Anthropic embedding spec is a ProviderConfigError that names the accepted forms", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Provider.embeddingModel("anthropic:claude-sonnet-4-5")).pipe(
+        withConfig({ ANTHROPIC_API_KEY: key })
+      )
+      assert.instanceOf(error, ProviderErrors.ProviderConfigError)
+      assert.include(error.message, "openai:text-embedding-3-small")
     }))
 })
 
