@@ -4,10 +4,13 @@
  * `@effect/ai-openai` and `@effect/ai-anthropic` layers run unchanged against it with only the
  * base URL changed. Every request is recorded (secrets removed) and counted.
  */
-import { Context, Effect, Layer } from "effect"
+import type { LanguageModel } from "@effect/ai"
+import { Context, Effect, Layer, Redacted } from "effect"
 import type { Scope } from "effect"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
+import * as Provider from "../../src/layers/model/Provider.js"
+import type { ProviderConfigError, ProviderName } from "../../src/layers/model/ProviderErrors.js"
 
 /** A tool call a reply makes: the tool's name and its arguments (any JSON value, sent as the provider encodes it). */
 export interface FakeToolCall {
@@ -229,6 +232,11 @@ const argumentsJson = (call: FakeToolCall) =>
 
 const chunks = (text: string): Array<string> => text.match(/\S+\s*|\s+/g) ?? []
 
+const halves = (text: string): Array<string> => {
+  const half = Math.ceil(text.length / 2)
+  return [text.slice(0, half), text.slice(half)].filter((part) => part !== "")
+}
+
 interface Encoded {
   readonly status: number
   readonly headers: Record<string, string>
@@ -350,7 +358,7 @@ const responsesEvents = (reply: FakeReply, request: FakeRequest) => {
   const items = responsesItems(reply, request)
   items.forEach((item, outputIndex) => {
     if (item.type === "message") {
-      const text = (reply.text ?? "")
+      const text = reply.text ?? ""
       push({
         type: "response.output_item.added",
         output_index: outputIndex,
@@ -390,11 +398,13 @@ const responsesEvents = (reply: FakeReply, request: FakeRequest) => {
       })
     } else {
       const args = item.arguments as string
-      push({ type: "response.output_item.added", output_index: outputIndex, item: { ...item, arguments: "", status: "in_progress" } })
-      for (const delta of chunks(args).length > 0 ? [args.slice(0, Math.ceil(args.length / 2)), args.slice(Math.ceil(args.length / 2))] : []) {
-        if (delta !== "") {
-          push({ type: "response.function_call_arguments.delta", output_index: outputIndex, item_id: item.id, delta })
-        }
+      push({
+        type: "response.output_item.added",
+        output_index: outputIndex,
+        item: { ...item, arguments: "", status: "in_progress" }
+      })
+      for (const delta of halves(args)) {
+        push({ type: "response.function_call_arguments.delta", output_index: outputIndex, item_id: item.id, delta })
       }
       push({ type: "response.function_call_arguments.done", output_index: outputIndex, item_id: item.id, arguments: args })
     }
@@ -542,11 +552,8 @@ const anthropicEvents = (reply: FakeReply, request: FakeRequest) => {
     } else {
       const input = JSON.stringify((block as { input: unknown }).input)
       events.push({ type: "content_block_start", index, content_block: { ...block, input: {} } })
-      const half = Math.ceil(input.length / 2)
-      for (const partial of [input.slice(0, half), input.slice(half)]) {
-        if (partial !== "") {
-          events.push({ type: "content_block_delta", index, delta: { type: "input_json_delta", partial_json: partial } })
-        }
+      for (const partial of halves(input)) {
+        events.push({ type: "content_block_delta", index, delta: { type: "input_json_delta", partial_json: partial } })
       }
     }
     events.push({ type: "content_block_stop", index })
@@ -699,3 +706,25 @@ export const start = (script: FakeScript, options: FakeOptions = {}): Effect.Eff
 /** Provides `FakeProvider`: a server answering from `script`, started with the layer and stopped with it. */
 export const layer = (script: FakeScript, options: FakeOptions = {}): Layer.Layer<FakeProvider> =>
   Layer.scoped(FakeProvider, start(script, options))
+
+/** The key `languageModel` sends unless told otherwise. */
+export const defaultKey = "sk-fake-provider-key"
+
+/**
+ * `Provider.layer` (the real provider layers) pointed at the `FakeProvider` of the context:
+ * `Layer.provideMerge(FakeProvider.languageModel("openai", "gpt-4.1-mini"), FakeProvider.layer(script))`.
+ */
+export const languageModel = (
+  provider: ProviderName,
+  model: string,
+  apiKey: string = defaultKey
+): Layer.Layer<LanguageModel.LanguageModel, ProviderConfigError, FakeProvider> =>
+  Layer.unwrapEffect(
+    Effect.map(FakeProvider, (fake) =>
+      Provider.layer({
+        provider,
+        model,
+        apiKey: Redacted.make(apiKey),
+        baseUrl: provider === "anthropic" ? fake.anthropicUrl : fake.openaiUrl
+      }))
+  )

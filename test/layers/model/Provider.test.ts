@@ -624,3 +624,27 @@ describe("the fake provider", () => {
       assert.isFalse(text.includes(key))
     }))
 })
+
+describe("FakeProvider.layer with FakeProvider.languageModel", () => {
+  it.layer(
+    Layer.provideMerge(
+      FakeProvider.languageModel("anthropic", "claude-haiku-4-5"),
+      FakeProvider.layer(FakeProvider.toolLoop({
+        toolCall: { name: "lookup", arguments: { q: "turn {{index}}", limit: 1 } },
+        times: 2,
+        countBy: "toolResults",
+        final: { text: "finished" }
+      }))
+    )
+  )((it) => {
+    it.effect("serves the script to the real Anthropic layer and counts the calls", () =>
+      Effect.gen(function*() {
+        const fake = yield* FakeProvider.FakeProvider
+        const first = yield* LanguageModel.generateText({ prompt: "go", toolkit: Tools }).pipe(Effect.provide(handlers))
+        assert.deepStrictEqual(first.toolCalls.map((call) => call.params), [{ q: "turn 0", limit: 1 }])
+        assert.strictEqual(yield* fake.count, 1)
+        const [request] = yield* fake.requests
+        assert.deepStrictEqual(request!.auth, { header: "x-api-key", matched: true })
+      }))
+  })
+})
