@@ -37,6 +37,11 @@ export interface FakeReply {
   readonly delayMillis?: number
   /** Milliseconds between streamed events. */
   readonly streamDelayMillis?: number
+  /**
+   * Ends a streamed answer with the provider's `error` event after its content (and no completion):
+   * `type` is the provider's error type (default `server_error` for OpenAI, `overloaded_error` for Anthropic).
+   */
+  readonly streamError?: { readonly type?: string; readonly message?: string }
   /** The vectors of an embeddings request, one per input (default: 8 numbers derived from each input text). */
   readonly embeddings?: ReadonlyArray<ReadonlyArray<number>>
   /** A raw body sent as is (with `status`, default 200, and `contentType`, default JSON): a malformed answer. */
@@ -410,6 +415,15 @@ const responsesEvents = (reply: FakeReply, request: FakeRequest) => {
     }
     push({ type: "response.output_item.done", output_index: outputIndex, item })
   })
+  if (reply.streamError !== undefined) {
+    push({
+      type: "error",
+      code: reply.streamError.type ?? "server_error",
+      message: reply.streamError.message ?? "The server had an error while processing your request.",
+      param: null
+    })
+    return events.map((event) => ({ event: event.type as string, data: JSON.stringify(event) }))
+  }
   const status = responsesFinalStatus(reply)
   push({
     type: status === "incomplete" ? "response.incomplete" : "response.completed",
@@ -558,6 +572,13 @@ const anthropicEvents = (reply: FakeReply, request: FakeRequest) => {
     }
     events.push({ type: "content_block_stop", index })
   })
+  if (reply.streamError !== undefined) {
+    events.push({
+      type: "error",
+      error: { type: reply.streamError.type ?? "overloaded_error", message: reply.streamError.message ?? "Overloaded" }
+    })
+    return events.map((event) => ({ event: event.type as string, data: JSON.stringify(event) }))
+  }
   events.push({
     type: "message_delta",
     delta: { stop_reason: anthropicStop(reply), stop_sequence: null },

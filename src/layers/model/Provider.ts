@@ -163,6 +163,18 @@ export const scrub = <E>(error: E, secrets: ReadonlyArray<string> = []): E => {
   }
 }
 
+const streamFailure = (error: unknown, secrets: ReadonlyArray<string>): AiError.UnknownError => {
+  const record = (typeof error === "object" && error !== null ? error : {}) as Record<string, unknown>
+  const type = String(record.type === "error" ? record.code ?? "error" : record.type ?? "error")
+  const message = redactText(String(record.message ?? "the provider reported an error mid-stream"), secrets)
+  return new AiError.UnknownError({
+    module: "Provider",
+    method: "streamText",
+    description: `the provider ended the stream with ${type}: ${message}`,
+    cause: { providerErrorType: type, message }
+  })
+}
+
 const scrubbing = (
   service: LanguageModel.Service,
   apiKey: Redacted.Redacted<string> | undefined
@@ -175,7 +187,10 @@ const scrubbing = (
     generateObject: ((options: Parameters<LanguageModel.Service["generateObject"]>[0]) =>
       Effect.mapError(service.generateObject(options), clean)) as LanguageModel.Service["generateObject"],
     streamText: ((options: Parameters<LanguageModel.Service["streamText"]>[0]) =>
-      Stream.mapError(service.streamText(options), clean)) as LanguageModel.Service["streamText"]
+      service.streamText(options).pipe(
+        Stream.mapError(clean),
+        Stream.mapEffect((part) => part.type === "error" ? Effect.fail(streamFailure(part.error, secrets)) : Effect.succeed(part))
+      )) as LanguageModel.Service["streamText"]
   }
 }
 

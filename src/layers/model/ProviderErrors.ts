@@ -201,7 +201,8 @@ const statusOf = (error: AiError.HttpResponseError) => error.response.status
 /**
  * Types an `AiError` from a provider layer: 401/403 → `ModelAuthError`, 429 → `ModelRateLimitedError`
  * (with `Retry-After`), 5xx/408/529 and transport failures → `ModelUnavailableError`, other 4xx →
- * `ModelRequestError`, an unparsable answer → `ModelResponseError`; anything else is returned unchanged.
+ * `ModelRequestError`, an unparsable answer → `ModelResponseError`, a provider `error` event that ended a
+ * stream (rate limit, overload) → the same classes; anything else is returned unchanged.
  */
 export const classify = (error: AiError.AiError, context: ClassifyContext = {}): ProviderError | AiError.AiError => {
   const provider = providerOf(error, context)
@@ -250,9 +251,29 @@ export const classify = (error: AiError.AiError, context: ClassifyContext = {}):
       if (status >= 400) return new ModelRequestError({ provider, ...model, status, ...withMessage })
       return error
     }
+    case "UnknownError":
+      return classifyStreamError(error, provider, model)
     default:
       return error
   }
+}
+
+const classifyStreamError = (
+  error: AiError.UnknownError,
+  provider: string,
+  model: { readonly model?: string }
+): ProviderError | AiError.AiError => {
+  const cause = error.cause
+  if (error.module !== "Provider" || !Predicate.isRecord(cause) || typeof cause.providerErrorType !== "string") {
+    return error
+  }
+  const type = cause.providerErrorType
+  const message = typeof cause.message === "string" ? { providerMessage: clean(cause.message) } : {}
+  if (/rate_limit/.test(type)) return new ModelRateLimitedError({ provider, ...model, status: 429, ...message })
+  if (/overloaded|server_error|api_error|timeout/.test(type)) {
+    return new ModelUnavailableError({ provider, ...model, ...message })
+  }
+  return error
 }
 
 /** `classify` with the time from the `Clock`, so `TestClock` drives HTTP-date `Retry-After` values. */

@@ -529,6 +529,33 @@ describe("streamed failures", () => {
   }
 })
 
+describe("an error event in the middle of a stream", () => {
+  for (const { kind, model } of cases) {
+    it.scoped(`${kind}: fails the stream after the text so far; an overload is a ModelUnavailableError, a rate limit a ModelRateLimitedError`, () =>
+      Effect.gen(function*() {
+        const fake = yield* FakeProvider.start([
+          { text: "partial answer", streamError: {} },
+          { text: "x", streamError: { type: kind === "openai" ? "rate_limit_exceeded" : "rate_limit_error", message: "slow down" } }
+        ])
+        const deltas: Array<string> = []
+        const [overloaded, limited] = yield* Effect.all([
+          LanguageModel.streamText({ prompt: "hi" }).pipe(
+            Stream.runForEach((part) => Effect.sync(() => part.type === "text-delta" && deltas.push(part.delta))),
+            Effect.flip
+          ),
+          LanguageModel.streamText({ prompt: "hi" }).pipe(Stream.runDrain, Effect.flip)
+        ]).pipe(using(fake, kind, model))
+        assert.strictEqual(deltas.join(""), "partial answer")
+        const unavailable = ProviderErrors.classify(overloaded, { provider: kind, model })
+        assert.instanceOf(unavailable, ProviderErrors.ModelUnavailableError)
+        assert.isTrue(ProviderErrors.retryable(unavailable))
+        const rate = ProviderErrors.classify(limited, { provider: kind, model })
+        assert.instanceOf(rate, ProviderErrors.ModelRateLimitedError)
+        assert.include(rate.message, "slow down")
+      }))
+  }
+})
+
 describe("the fake provider", () => {
   const post = (url: string, body: unknown) =>
     Effect.promise(() =>
