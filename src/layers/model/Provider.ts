@@ -12,9 +12,11 @@
  *   (optional).
  * `FIBERGRAPH_MODEL` names the default model of `layerConfig`; a node can name its own spec through
  * `languageModel`. `FIBERGRAPH_EMBEDDING_MODEL` names the `EmbeddingModel` of `layerEmbeddingConfig`
- * (`openai:` or `openai-compatible:` specs, same keys and base URLs). Keys are read with `Config.redacted` and never appear in an error, a log or a span:
- * the key is added by the `fetch` transport (`FetchHttpClient.RequestInit`), so no `HttpClientRequest`, and
- * hence no error, span or log `@effect/ai` derives from one, ever holds it; errors are `scrub`bed as well.
+ * (`openai:` or `openai-compatible:` specs, same keys and base URLs).
+ *
+ * Keys are read with `Config.redacted` and never appear in an error, a log or a span: the `fetch`
+ * transport adds them (`FetchHttpClient.RequestInit`), so no `HttpClientRequest`, and hence nothing
+ * `@effect/ai` derives from one, ever holds a key; its errors are `scrub`bed as well.
  */
 import { AiError, EmbeddingModel, LanguageModel } from "@effect/ai"
 import { AnthropicClient, AnthropicLanguageModel } from "@effect/ai-anthropic"
