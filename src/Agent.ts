@@ -19,8 +19,9 @@ import {
 } from "./Errors.js"
 import type { EventBody } from "./Events.js"
 import { type Internals, internalsOf } from "./internal/NodeContext.js"
+import { classifyNow, type ProviderError } from "./layers/model/ProviderErrors.js"
 import type { NodeContext, Spending } from "./Node.js"
-import { CallJournal, type CallKind, type JournalEntry } from "./services/CallJournal.js"
+import type { CallKind, JournalEntry } from "./services/CallJournal.js"
 import * as State from "./State.js"
 
 /** A model's prices in USD per million tokens. */
@@ -90,6 +91,7 @@ export interface Options<S, I, U, Tools extends Record<string, Tool.Any>, O> {
 /** The errors an agent node fails with, besides its tools' requirements. */
 export type AgentError =
   | AiError.AiError
+  | ProviderError
   | BudgetExceededError
   | AgentMaxIterationsError
   | AgentOutputError
@@ -253,7 +255,7 @@ export const node = <S, I, U, Tools extends Record<string, Tool.Any> = {}, O = s
       const internals: Internals = internalsOf(ctx as NodeContext<unknown, unknown>)
       const { env } = internals
       const name = `${env.prefix}${ctx.node}`
-      const journal = yield* Effect.serviceOption(CallJournal)
+      const journal = Option.fromNullable(env.journal)
       const model = yield* LanguageModel.LanguageModel
       const recorded = Option.isSome(journal) ? [...yield* journal.value.entries(ctx.runId, ctx.idempotencyKey)] : []
       let replaying = true
@@ -353,7 +355,9 @@ export const node = <S, I, U, Tools extends Record<string, Tool.Any> = {}, O = s
           }
           if (reservation !== undefined) yield* ctx.reserve(reservation)
           const started = yield* Clock.currentTimeMillis
-          const reply = yield* sendModel(index, Prompt.make(conversation))
+          const reply = yield* sendModel(index, Prompt.make(conversation)).pipe(
+            Effect.catchAll((error) => Effect.flatMap(classifyNow(error), Effect.fail))
+          )
           const latencyMs = (yield* Clock.currentTimeMillis) - started
           const usd = costOf(reply.inputTokens, reply.outputTokens)
           yield* record({

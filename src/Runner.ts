@@ -26,6 +26,7 @@ import * as RunEvents from "./internal/RunEvents.js"
 import type { Position } from "./internal/Position.js"
 import type { HumanResponse } from "./Node.js"
 import * as State from "./State.js"
+import { CallJournal } from "./services/CallJournal.js"
 import { EventSink } from "./services/EventSink.js"
 import {
   type Checkpoint,
@@ -181,7 +182,8 @@ export const make = (options: Options = {}) =>
     const breakers = yield* CircuitBreakers
     const events = yield* RunEvents.make(store, yield* Effect.serviceOption(EventSink))
     const actors = yield* Actor.makeActors
-    const deps: Actor.WriterDeps = { store, breakers, events }
+    const journal = Option.getOrUndefined(yield* Effect.serviceOption(CallJournal))
+    const deps: Actor.WriterDeps = { store, breakers, events, journal }
 
     // --- Results ---
 

@@ -259,7 +259,7 @@ describe("Agent.node: the tool loop", () => {
         const handle = yield* runner.start(graph, {})
         const result = yield* handle.result
         assert.strictEqual(result.status, "failed")
-        assert.strictEqual(result.error?.tag, "HttpResponseError")
+        assert.strictEqual(result.error?.tag, "ModelAuthError")
         assert.strictEqual((yield* modelLog).length, 1)
       })))
 
@@ -301,5 +301,46 @@ describe("Agent.node: the tool loop", () => {
         assert.strictEqual(refused._tag, "RunStatusError")
         const bad = yield* Effect.flip(runner.continue(graph, first.runId, { messages: "not a list" as never }))
         assert.include(["InputValidationError", "StateValidationError"], bad._tag)
+      })))
+
+  it.effect("a retried attempt answers completed calls from the journal: not sent, not run, not counted again", () =>
+    withSetup([
+      { toolCalls: [{ name: "lookup", params: { q: "agua" } }], usage: { inputTokens: 10, outputTokens: 5 } },
+      httpFailure(503),
+      { text: "agua means water", usage: { inputTokens: 20, outputTokens: 3 } }
+    ], (calls) =>
+      Effect.gen(function*() {
+        const runner = yield* Runner.Runner
+        const graph = yield* Graph.make({ id: "agent-journal-retry", state: S })
+          .node(
+            "agent",
+            { writes: ["answer"], policy: { retry: { maxAttempts: 2, initialDelay: "1 millis", jitter: false } } },
+            Agent.node({
+              model: "test-model",
+              pricing,
+              prompt: () => "agua?",
+              toolkit: Tools,
+              update: ({ text }) => ({ answer: text })
+            })
+          )
+          .edge(Graph.START, "agent")
+          .edge("agent", Graph.END)
+          .compile
+        const handle = yield* runner.start(graph, {})
+        const pending = yield* Effect.fork(handle.result)
+        yield* TestClock.adjust("1 second")
+        const result = yield* Fiber.join(pending)
+        assert.strictEqual(result.status, "completed")
+        assert.strictEqual(result.state.answer, "agua means water")
+        assert.strictEqual((yield* modelLog).length, 3, "call 0 was not sent again by the second attempt")
+        assert.deepStrictEqual(yield* Ref.get(calls), ["agua"], "the tool ran once")
+        assert.strictEqual(result.usage.total.tokens, 38, "call 0's tokens count once")
+        const events = yield* eventsOf(handle.runId)
+        assert.deepStrictEqual(pick(events, "ModelCalled").map((e) => [e.call, e.replayed ?? false, e.inputTokens]), [
+          [0, false, 10],
+          [0, true, 0],
+          [2, false, 20]
+        ])
+        assert.deepStrictEqual(pick(events, "ToolReturned").map((e) => [e.call, e.replayed ?? false]), [[1, false], [1, true]])
       })))
 })

@@ -4,6 +4,7 @@
  * timer for its wait's timeout or deadline, answers `result` waiters whenever the run settles, and
  * refuses (never drops) a message that arrives while it is stopping.
  */
+import type { CallJournal } from "../services/CallJournal.js"
 import { Cause, Clock, Data, Deferred, Effect, Exit, Fiber, FiberMap, Option, Queue } from "effect"
 import type { CircuitBreakers } from "../CircuitBreaker.js"
 import { type InputValidationError, RunStatusError, StaleClaimError } from "../Errors.js"
@@ -66,6 +67,8 @@ export interface WriterDeps {
   readonly store: RunStore["Type"]
   readonly breakers: CircuitBreakers["Type"]
   readonly events: RunEvents
+  /** The call journal of the store the runner writes to, if it has one. */
+  readonly journal: CallJournal["Type"] | undefined
 }
 
 /** An owned run's step environment and writer (its `claimEpoch` is ours), starting at `pos`. */
@@ -97,7 +100,8 @@ export const ownedOf = (
       resumeSource: undefined,
       epoch: run.claimEpoch,
       guard,
-      live: deps.events.live(run.runId)
+      live: deps.events.live(run.runId),
+      journal: deps.journal
     },
     writer: {
       runId: run.runId,

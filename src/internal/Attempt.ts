@@ -56,6 +56,7 @@ const finalTags = new Set([
   "AgentMaxIterationsError",
   "AgentOutputError",
   "ModelAuthError",
+  "ModelRequestError",
   "ProviderConfigError"
 ])
 

@@ -11,7 +11,6 @@ import {
   type RunStatusError,
   type StaleClaimError
 } from "../Errors.js"
-import { CallJournal } from "../services/CallJournal.js"
 import type { Interrupt, RunRecord, RunStatus } from "../services/RunStore.js"
 import { commit, failureOf, stampFor, type Writer } from "./Commit.js"
 import { budgetEvents } from "./Budget.js"
@@ -163,11 +162,8 @@ export const drive = (env: Env, writer: Writer): Effect.Effect<Settled, DriveErr
    * needs the run's journal rows: steps run one at a time, so every row belongs to a committed step.
    */
   const pruneJournal = (events: ReadonlyArray<Draft>): Effect.Effect<void> =>
-    events.some((e) => e._tag === "ModelCalled" || e._tag === "ToolReturned")
-      ? Effect.flatMap(
-        Effect.serviceOption(CallJournal),
-        Option.match({ onNone: () => Effect.void, onSome: (journal) => Effect.asVoid(journal.prune(env.runId, Number.MAX_SAFE_INTEGER)) })
-      )
+    env.journal !== undefined && events.some((e) => e._tag === "ModelCalled" || e._tag === "ToolReturned")
+      ? Effect.asVoid(env.journal.prune(env.runId, Number.MAX_SAFE_INTEGER))
       : Effect.void
 
   return step(writer.cursor.pos)

@@ -7,6 +7,7 @@ import type { StaleClaimError } from "../Errors.js"
 import type { ModelDelta, RunEvent } from "../Events.js"
 import type { CompiledGraph } from "../Graph.js"
 import type { HumanResponse } from "../Node.js"
+import type { CallJournal } from "../services/CallJournal.js"
 import type { Interrupt, RunConfig } from "../services/RunStore.js"
 import type { Clock, Effect } from "effect"
 import type { SpendTracker } from "./Budget.js"
@@ -44,6 +45,8 @@ export interface Env {
   readonly guard: Effect.Effect<void, StaleClaimError>
   /** Hands a live-only event (a model delta) to the run's live subscribers in this process. */
   readonly live: (event: ModelDelta) => Effect.Effect<void>
+  /** The call journal of the run's store (agents journal their calls in it), if it has one. */
+  readonly journal: CallJournal["Type"] | undefined
 }
 
 /** The position a step starts from. */

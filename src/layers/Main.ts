@@ -8,8 +8,6 @@ import { Effect, Layer, Option } from "effect"
 import * as CircuitBreaker from "../CircuitBreaker.js"
 import type { CircuitBreakers } from "../CircuitBreaker.js"
 import * as Runner from "../Runner.js"
-import type { RunStore } from "../services/RunStore.js"
-import type { WorkQueue } from "../services/WorkQueue.js"
 import * as Store from "./Store.js"
 
 /** What the edge may override in the configured store options. */
@@ -24,7 +22,7 @@ export interface StoreOverrides {
 export type StoreError = Store.StoreUrlError | Store.StoreOpenError | ConfigError.ConfigError
 
 /** The store from configuration (`Store.config`), with `overrides`: `Store`, `RunStore`, `WorkQueue`. */
-export const store = (overrides: StoreOverrides = {}): Layer.Layer<Store.Store | RunStore | WorkQueue, StoreError> =>
+export const store = (overrides: StoreOverrides = {}): Layer.Layer<Store.Provided, StoreError> =>
   Layer.unwrapEffect(Effect.map(Store.config, (options) =>
     Store.layer({
       ...options,
@@ -36,5 +34,5 @@ export const store = (overrides: StoreOverrides = {}): Layer.Layer<Store.Store |
 export const layer = (
   overrides: StoreOverrides = {},
   runner: Runner.Options = {}
-): Layer.Layer<Runner.Runner | Store.Store | RunStore | WorkQueue | CircuitBreakers, StoreError> =>
+): Layer.Layer<Runner.Runner | Store.Provided | CircuitBreakers, StoreError> =>
   Runner.layer(runner).pipe(Layer.provideMerge(Layer.merge(store(overrides), CircuitBreaker.layer)))

@@ -15,6 +15,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Config, Context, Duration, Effect, Either, Layer, Option, Redacted, Ref, Schedule, Schema } from "effect"
 import type { ConfigError, Scope } from "effect"
 import * as NodePath from "node:path"
+import { CallJournal } from "../services/CallJournal.js"
 import { RunStore } from "../services/RunStore.js"
 import { WorkQueue } from "../services/WorkQueue.js"
 import * as MemoryStore from "./memory/MemoryStore.js"
@@ -142,6 +143,7 @@ export class Store extends Context.Tag("fibergraph/Store")<Store, {
   readonly url: string
   readonly runStore: RunStore["Type"]
   readonly workQueue: WorkQueue["Type"]
+  readonly callJournal: CallJournal["Type"]
   /** The store's SQL client (server or embedded); `Option.none()` for `memory://`. */
   readonly sql: Option.Option<SqlClient.SqlClient>
 }>() {}
@@ -468,17 +470,18 @@ const open = (
     }
     const retain = options.retainCheckpoints === undefined ? {} : { retainCheckpoints: options.retainCheckpoints }
     if (url.kind === "memory") {
-      const { runStore, workQueue } = yield* MemoryStore.make(retain)
-      return { kind: url.kind, url: url.url, runStore, workQueue, sql: Option.none() }
+      const { callJournal, runStore, workQueue } = yield* MemoryStore.make(retain)
+      return { kind: url.kind, url: url.url, runStore, workQueue, callJournal, sql: Option.none() }
     }
     const sqlContext = yield* Layer.build(openSql(url, options))
     yield* Effect.provide(runMigrations(url, options.migrate ?? defaults.migrate), sqlContext)
-    const { runStore, workQueue } = yield* Effect.provide(SqlStore.make(retain), sqlContext)
+    const { callJournal, runStore, workQueue } = yield* Effect.provide(SqlStore.make(retain), sqlContext)
     return {
       kind: url.kind,
       url: url.url,
       runStore,
       workQueue,
+      callJournal,
       sql: Option.some(Context.get(sqlContext, SqlClient.SqlClient))
     }
   })
@@ -490,10 +493,17 @@ export const make = Effect.fn("Store.make")(function*(options: Options) {
 })
 
 const toContext = (store: Store["Type"]) =>
-  Context.make(Store, store).pipe(Context.add(RunStore, store.runStore), Context.add(WorkQueue, store.workQueue))
+  Context.make(Store, store).pipe(
+    Context.add(RunStore, store.runStore),
+    Context.add(WorkQueue, store.workQueue),
+    Context.add(CallJournal, store.callJournal)
+  )
 
-/** Provides `Store`, `RunStore` and `WorkQueue` for the store named by `options.url`. */
-export const layer = (options: Options): Layer.Layer<Store | RunStore | WorkQueue, StoreUrlError | StoreOpenError> =>
+/** The services a store provides: `Store`, its run store, its queue and its call journal. */
+export type Provided = Store | RunStore | WorkQueue | CallJournal
+
+/** Provides `Store`, `RunStore`, `WorkQueue` and `CallJournal` for the store named by `options.url`. */
+export const layer = (options: Options): Layer.Layer<Provided, StoreUrlError | StoreOpenError> =>
   Layer.scopedContext(Effect.map(make(options), toContext))
 
 /** Store options as read from configuration, with the variable the URL came from. */
@@ -535,7 +545,7 @@ export const config: Config.Config<ConfigOptions> = Config.all({
 
 /** Like `layer`, with the options read from `config`; a bad URL's error names the variable it came from. */
 export const layerConfig: Layer.Layer<
-  Store | RunStore | WorkQueue,
+  Provided,
   StoreUrlError | StoreOpenError | ConfigError.ConfigError
 > = Layer.scopedContext(
   Effect.gen(function*() {

@@ -54,7 +54,8 @@ const setup = (
       resumeSource: undefined,
       epoch: 1,
       guard: Effect.void,
-      live: () => Effect.void
+      live: () => Effect.void,
+      journal: undefined
     }
     const state = State.initial(graph.state, {}) as Record<string, unknown>
     const frontier = startFrontier(env, state)

@@ -13,6 +13,7 @@ import * as RunStoreSql from "../../src/layers/sql/RunStoreSql.js"
 import * as SqlStore from "../../src/layers/sql/SqlStore.js"
 import * as WorkQueueSql from "../../src/layers/sql/WorkQueueSql.js"
 import * as Store from "../../src/layers/Store.js"
+import type { CallJournal } from "../../src/services/CallJournal.js"
 import { RunStore } from "../../src/services/RunStore.js"
 import { WorkQueue } from "../../src/services/WorkQueue.js"
 import { makeCheckpoint, makeRun, runStarted, uniqueId } from "../contracts/RunStore.js"
@@ -21,8 +22,12 @@ describe("store composition", () => {
   it("each queue layer needs only its own backend", () => {
     expectTypeOf(WorkQueueSql.layer).toEqualTypeOf<Layer.Layer<WorkQueue, never, SqlClient.SqlClient>>()
     expectTypeOf(WorkQueueMemory.layer).toEqualTypeOf<Layer.Layer<WorkQueue, never, RunStoreMemory.Runs>>()
-    expectTypeOf(SqlStore.layer()).toEqualTypeOf<Layer.Layer<RunStore | WorkQueue, never, SqlClient.SqlClient>>()
-    expectTypeOf(MemoryStore.layer()).toEqualTypeOf<Layer.Layer<RunStore | WorkQueue | RunStoreMemory.Runs>>()
+    expectTypeOf(SqlStore.layer()).toEqualTypeOf<
+      Layer.Layer<RunStore | WorkQueue | CallJournal, never, SqlClient.SqlClient>
+    >()
+    expectTypeOf(MemoryStore.layer()).toEqualTypeOf<
+      Layer.Layer<RunStore | WorkQueue | RunStoreMemory.Runs | CallJournal>
+    >()
     // @ts-expect-error the memory queue cannot run over a SQL run store: it needs the memory store's runs
     const memoryQueueOverSql: Layer.Layer<RunStore | WorkQueue, never, SqlClient.SqlClient> = WorkQueueMemory.layer.pipe(
       Layer.provideMerge(RunStoreSql.layer())

@@ -4,8 +4,10 @@
  */
 import { Context, Effect, Layer } from "effect"
 import type { Scope } from "effect"
+import * as CallJournal from "../../services/CallJournal.js"
 import * as RunStore from "../../services/RunStore.js"
 import * as WorkQueue from "../../services/WorkQueue.js"
+import * as CallJournalMemory from "./CallJournalMemory.js"
 import * as RunStoreMemory from "./RunStoreMemory.js"
 import * as WorkQueueMemory from "./WorkQueueMemory.js"
 
@@ -17,6 +19,7 @@ export interface Services {
   readonly runStore: RunStore.RunStore["Type"]
   readonly workQueue: WorkQueue.WorkQueue["Type"]
   readonly runs: RunStoreMemory.MemoryRuns
+  readonly callJournal: CallJournal.CallJournal["Type"]
 }
 
 /** Builds a fresh store; its wake-up hub closes with the scope. */
@@ -24,20 +27,21 @@ export const make = (options: Options = {}): Effect.Effect<Services, never, Scop
   Effect.gen(function*() {
     const { runs, store } = yield* RunStoreMemory.makeWithRuns(options)
     const workQueue = WorkQueue.make(yield* WorkQueueMemory.makeDriver(runs, store))
-    return { runStore: store, workQueue, runs }
+    return { runStore: store, workQueue, runs, callJournal: CallJournalMemory.make(runs) }
   })
 
 /** The services as a context. */
 export const toContext = (
   services: Services
-): Context.Context<RunStore.RunStore | WorkQueue.WorkQueue | RunStoreMemory.Runs> =>
+): Context.Context<RunStore.RunStore | WorkQueue.WorkQueue | RunStoreMemory.Runs | CallJournal.CallJournal> =>
   Context.make(RunStore.RunStore, services.runStore).pipe(
     Context.add(WorkQueue.WorkQueue, services.workQueue),
-    Context.add(RunStoreMemory.Runs, services.runs)
+    Context.add(RunStoreMemory.Runs, services.runs),
+    Context.add(CallJournal.CallJournal, services.callJournal)
   )
 
 /** `RunStore` and `WorkQueue` over one fresh in-memory store (one per build). */
 export const layer = (
   options: Options = {}
-): Layer.Layer<RunStore.RunStore | WorkQueue.WorkQueue | RunStoreMemory.Runs> =>
+): Layer.Layer<RunStore.RunStore | WorkQueue.WorkQueue | RunStoreMemory.Runs | CallJournal.CallJournal> =>
   Layer.scopedContext(Effect.map(make(options), toContext))

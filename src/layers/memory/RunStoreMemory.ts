@@ -3,6 +3,8 @@
  * semantics of the SQL store (the port's rules live in `RunStore.make`). Each driver call is one
  * synchronous step, so it is atomic; `MemoryRuns` is the state the memory queue shares.
  */
+import * as CallJournal from "../../services/CallJournal.js"
+import * as CallJournalMemory from "./CallJournalMemory.js"
 import { Context, Effect, Layer, Option } from "effect"
 import type { RunEvent } from "../../Events.js"
 import type { Checkpoint, RunRecord } from "../../Run.js"
@@ -171,8 +173,11 @@ export const makeWithRuns = (options: Options = {}) =>
   })
 
 /** The in-memory store as a layer (one fresh store per build), with its `Runs` for the memory queue. */
-export const layer = (options: Options = {}): Layer.Layer<RunStore.RunStore | Runs> =>
+export const layer = (options: Options = {}): Layer.Layer<RunStore.RunStore | Runs | CallJournal.CallJournal> =>
   Layer.effectContext(
     Effect.map(makeWithRuns(options), ({ runs, store }) =>
-      Context.make(RunStore.RunStore, store).pipe(Context.add(Runs, runs)))
+      Context.make(RunStore.RunStore, store).pipe(
+        Context.add(Runs, runs),
+        Context.add(CallJournal.CallJournal, CallJournalMemory.make(runs))
+      ))
   )
