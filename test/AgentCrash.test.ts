@@ -21,6 +21,7 @@ interface Outcome {
   readonly killed: boolean
   readonly code: number | null
   readonly lines: ReadonlyArray<any>
+  readonly stdout: string
   readonly stderr: string
 }
 
@@ -48,7 +49,7 @@ const run = (args: ReadonlyArray<string>, killAt?: () => boolean) =>
     child.on("close", (code) => {
       clearInterval(timer)
       const parsed = stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l))
-      resume(Effect.succeed({ killed, code, lines: parsed, stderr }))
+      resume(Effect.succeed({ killed, code, lines: parsed, stdout, stderr }))
     })
     return Effect.sync(() => child.kill("SIGKILL"))
   })
@@ -117,6 +118,8 @@ const scenario = (engine: "embedded" | "server") =>
     assert.strictEqual(last.code, 0, `${last.stderr}\n${JSON.stringify(last.lines)}`)
     assert.strictEqual(result?.status, "completed")
     assert.strictEqual(result?.state.answer, "all done")
+    assert.strictEqual(result?.journalRows, 0, "the journal is pruned once the run ends")
+    assert.notMatch(last.stdout, /level=(ERROR|WARN)/, "the resumed run logs no error")
 
     const sent = lines(requests).map(callOf)
     const counts = new Map<number, number>()

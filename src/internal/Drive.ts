@@ -163,7 +163,10 @@ export const drive = (env: Env, writer: Writer): Effect.Effect<Settled, DriveErr
    */
   const pruneJournal = (events: ReadonlyArray<Draft>): Effect.Effect<void> =>
     env.journal !== undefined && events.some((e) => e._tag === "ModelCalled" || e._tag === "ToolReturned")
-      ? Effect.asVoid(env.journal.prune(env.runId, Number.MAX_SAFE_INTEGER))
+      ? env.journal.prune(env.runId, Number.MAX_SAFE_INTEGER).pipe(
+        Effect.asVoid,
+        Effect.catchAllCause((cause) => Effect.logWarning(`run ${env.runId}: pruning its call journal failed`, cause))
+      )
       : Effect.void
 
   return step(writer.cursor.pos)

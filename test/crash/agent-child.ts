@@ -16,6 +16,7 @@ import * as Agent from "../../src/Agent.js"
 import * as Graph from "../../src/Graph.js"
 import * as Main from "../../src/layers/Main.js"
 import * as Provider from "../../src/layers/model/Provider.js"
+import * as Store from "../../src/layers/Store.js"
 import * as Runner from "../../src/Runner.js"
 import { RunStore } from "../../src/services/RunStore.js"
 import * as State from "../../src/State.js"
@@ -79,7 +80,11 @@ const program = Effect.gen(function*() {
     ? yield* runner.start(compiled, { task: "do ten steps" }, { runId })
     : yield* runner.resume(compiled, runId)
   const result = yield* handle.result
-  yield* emit({ _tag: "result", status: result.status, state: result.state, usage: result.usage, error: result.error })
+  const sql = (yield* Store.Store).sql
+  const journalRows = Option.isNone(sql) ? null : Number(
+    (yield* sql.value<{ readonly n: number | string }>`SELECT count(*) AS n FROM fibergraph.call_journal WHERE run_id = ${runId}`)[0]?.n
+  )
+  yield* emit({ _tag: "result", status: result.status, state: result.state, usage: result.usage, error: result.error, journalRows })
 }).pipe(Effect.provide(Layer.mergeAll(Main.layer({ url: Option.some(storeUrl) }), Model, Handlers)))
 
 NodeRuntime.runMain(

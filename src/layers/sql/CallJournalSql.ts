@@ -65,7 +65,7 @@ export const driver = (sql: SqlClient.SqlClient): CallJournal.Driver => ({
       SELECT EXISTS (SELECT 1 FROM fence) AS fenced`.pipe(Effect.map((rows) => rows[0]?.fenced === true), Effect.orDie),
   prune: (runId, beforeStep) =>
     sql<{ readonly idx: number }>`
-      DELETE FROM fibergraph.call_journal WHERE run_id = ${runId} AND step < ${beforeStep} RETURNING idx`.pipe(
+      DELETE FROM fibergraph.call_journal WHERE run_id = ${runId} AND step < ${beforeStep}::bigint RETURNING idx`.pipe(
       Effect.map((rows) => rows.length),
       Effect.orDie
     ),
