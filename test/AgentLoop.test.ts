@@ -343,4 +343,57 @@ describe("Agent.node: the tool loop", () => {
         ])
         assert.deepStrictEqual(pick(events, "ToolReturned").map((e) => [e.call, e.replayed ?? false]), [[1, false], [1, true]])
       })))
+
+  const divergingGraph = (journal: "strict" | "rerecord") => {
+    let attempts = 0
+    return Graph.make({ id: `agent-diverge-${journal}`, state: S })
+      .node(
+        "agent",
+        { writes: ["answer"], policy: { retry: { maxAttempts: 2, initialDelay: "1 millis", jitter: false } } },
+        Agent.node({
+          model: "test-model",
+          pricing,
+          prompt: () => `agua? (asked ${++attempts} times)`,
+          toolkit: Tools,
+          journal,
+          update: ({ text }) => ({ answer: text })
+        })
+      )
+      .edge(Graph.START, "agent")
+      .edge("agent", Graph.END)
+      .compile
+  }
+
+  it.effect("a retry whose request differs from the journaled one fails with JournalDivergenceError", () =>
+    withSetup([{ toolCalls: [{ name: "lookup", params: { q: "agua" } }] }, httpFailure(503)], () =>
+      Effect.gen(function*() {
+        const runner = yield* Runner.Runner
+        const handle = yield* runner.start(yield* divergingGraph("strict"), {})
+        const pending = yield* Effect.fork(handle.result)
+        yield* TestClock.adjust("1 second")
+        const result = yield* Fiber.join(pending)
+        assert.strictEqual(result.status, "failed")
+        assert.strictEqual(result.error?.tag, "JournalDivergenceError")
+        assert.match(result.error?.message ?? "", /model call 0 of .* differs from the recorded call/)
+        assert.strictEqual((yield* modelLog).length, 2, "the changed call was not sent")
+      })))
+
+  it.effect("with journal: rerecord, a diverging call drops the records from there and calls anew", () =>
+    withSetup([
+      { toolCalls: [{ name: "lookup", params: { q: "agua" } }] },
+      httpFailure(503),
+      { toolCalls: [{ name: "lookup", params: { q: "eau" } }] },
+      { text: "water" }
+    ], (calls) =>
+      Effect.gen(function*() {
+        const runner = yield* Runner.Runner
+        const handle = yield* runner.start(yield* divergingGraph("rerecord"), {})
+        const pending = yield* Effect.fork(handle.result)
+        yield* TestClock.adjust("1 second")
+        const result = yield* Fiber.join(pending)
+        assert.strictEqual(result.status, "completed")
+        assert.strictEqual(result.state.answer, "water")
+        assert.strictEqual((yield* modelLog).length, 4)
+        assert.deepStrictEqual(yield* Ref.get(calls), ["agua", "eau"])
+      })))
 })
