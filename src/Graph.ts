@@ -42,6 +42,11 @@ export interface NodeSpec<S, Rd extends keyof S, Wr extends keyof S, I, T extend
   readonly concurrency?: number
   /** What one instance of this node may spend in a run. */
   readonly budget?: Spending
+  /**
+   * Runs only once no other branch has work left: routed to while others still run, it waits
+   * (across steps) and then runs once (map-reduce, then summarise). Fan-out instances are not deferred.
+   */
+  readonly defer?: boolean
   readonly description?: string
 }
 
@@ -60,6 +65,7 @@ export interface CompiledNode {
   readonly policy: NodePolicy
   readonly concurrency: number | undefined
   readonly budget: Spending | undefined
+  readonly defer: boolean
   readonly run: NodeRun
 }
 
@@ -247,6 +253,7 @@ const compile = <C extends Channels, E, R>(def: Definition): Effect.Effect<Compi
         policy: spec.policy ?? {},
         concurrency: spec.concurrency,
         budget: spec.budget,
+        defer: spec.defer === true,
         run
       })
     })
@@ -388,7 +395,8 @@ const hashOf = (def: Definition): string => {
       reads: spec.reads ?? null,
       writes: spec.writes ?? null,
       input: spec.input === undefined ? null : String(spec.input.ast),
-      goto: spec.goto ?? []
+      goto: spec.goto ?? [],
+      ...(spec.defer === true ? { defer: true } : {})
     })),
     edges: def.edges.map((e) => `${e.from}->${e.to}`),
     joins: def.joins.map((j) => joinKey(j.from, j.to)),

@@ -355,3 +355,48 @@ describe("two writes to one last-value key in one step", () => {
       assert.strictEqual(sequential.state.value, "b")
     })))
 })
+
+describe("deferred nodes", () => {
+  const graphOf = (defer: boolean) =>
+    Graph.make({ id: `deferred-${defer}`, state: S })
+      .node("a", {}, () => Effect.succeed({ items: [1] }))
+      .node("b", {}, () => Effect.succeed({ items: [2] }))
+      .node("c", {}, () => Effect.succeed({ items: [3] }))
+      .node("d", {}, () => Effect.succeed({ items: [4] }))
+      .node("summary", { defer }, (ctx) => Effect.succeed({ value: `${ctx.state.value}[${ctx.state.items.join(",")}]` }))
+      .edge(Graph.START, "a")
+      .edge("a", "b")
+      .edge("a", "c")
+      .edge("c", "d")
+      .edge("b", "summary")
+      .edge("d", "summary")
+      .edge("summary", Graph.END)
+      .compile
+
+  it.effect("a deferred node waits until no other branch has work, then runs once", () =>
+    withRunner(Effect.gen(function*() {
+      const runner = yield* Runner
+      const eager = yield* (yield* runner.start(yield* graphOf(false), {})).result
+      assert.strictEqual(eager.state.value, "[1,2,3][1,2,3,4]", "without defer the summary runs after each branch")
+      const handle = yield* runner.start(yield* graphOf(true), {})
+      const deferred = yield* handle.result
+      assert.strictEqual(deferred.status, "completed")
+      assert.strictEqual(deferred.state.value, "[1,2,3,4]", "with defer it runs once, after the longer branch")
+      const steps = ofTag(yield* storedEvents(handle.runId), "StepStarted").map((e) => e.nodes)
+      assert.deepStrictEqual(steps, [["a"], ["b", "c"], ["d"], ["summary"]])
+    })))
+
+  it.effect("a deferred node's wait survives a resume from its checkpoint", () =>
+    withRunner(Effect.gen(function*() {
+      const runner = yield* Runner
+      const graph = yield* graphOf(true)
+      const handle = yield* runner.start(graph, {}, { interruptBefore: ["d"] })
+      const parked = yield* handle.result
+      assert.strictEqual(parked.status, "waiting")
+      yield* runner.stop(handle.runId)
+      yield* runner.resume(graph, handle.runId)
+      yield* runner.respond(graph, handle.runId, { _tag: "approve" })
+      const done = yield* handle.result
+      assert.strictEqual(done.state.value, "[1,2,3,4]")
+    })))
+})

@@ -145,7 +145,31 @@ export const route = (
     }
   }
   const built = buildFrontier(env, plain, sends)
-  return Array.isArray(built) ? { frontier: built, barriers: next } : built
+  return Array.isArray(built) ? deferring(env, built, next) : built
+}
+
+const deferredKey = (node: string) => `defer:${node}`
+
+/**
+ * Holds deferred nodes back while other work remains: they wait in the barriers (which the
+ * checkpoint keeps) and join the frontier, once each, when nothing else is left to run.
+ */
+const deferring = (env: Router, frontier: Array<Entry>, barriers: Record<string, ReadonlyArray<string>>): Routed => {
+  const graph = env.graph
+  const held = (e: Entry) => e.input === undefined && graph.nodes.get(e.node)?.defer === true
+  const waiting = Object.keys(barriers).filter((k) => k.startsWith("defer:"))
+  if (waiting.length === 0 && !frontier.some(held)) return { frontier, barriers }
+  const rest = frontier.filter((e) => !held(e))
+  if (rest.length > 0) {
+    const next = { ...barriers }
+    for (const e of frontier) if (held(e)) next[deferredKey(e.node)] = []
+    return { frontier: rest, barriers: next }
+  }
+  const names = new Set([...frontier.map((e) => e.node), ...waiting.map((k) => k.slice("defer:".length))])
+  const next = { ...barriers }
+  for (const k of waiting) delete next[k]
+  const released = buildFrontier(env, names, new Map())
+  return { frontier: Array.isArray(released) ? released : frontier, barriers: next }
 }
 
 /** Builds an ordered frontier from plain targets and fan-out items, validating items against node inputs. */
